@@ -1,0 +1,1 @@
+"""Baseline NAS methods and the architectures they produce."""

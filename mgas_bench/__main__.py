@@ -1,0 +1,3 @@
+from mgas_bench.cli import main
+
+main()

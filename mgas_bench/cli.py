@@ -1,0 +1,280 @@
+"""The ``mgas-bench`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mgas_bench.components import (
+    Architecture,
+    DataIntegrityError,
+    DataNotFoundError,
+    UnknownComponentError,
+)
+from mgas_bench.config import ConfigError, expand_suite, load_suite, parse_assignments
+from mgas_bench.registry import PluginError, Registry, build_registry
+
+# Errors that are the user's to fix: shown as one clear line, no traceback.
+USER_ERRORS = (
+    ConfigError,
+    PluginError,
+    UnknownComponentError,
+    DataNotFoundError,
+    DataIntegrityError,
+    ValueError,
+)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _registry(ctx: click.Context) -> Registry:
+    if "registry" not in ctx.meta:
+        ctx.meta["registry"] = build_registry()
+    return ctx.meta["registry"]
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="mgas-bench")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Benchmark differentiable NAS methods side by side: search, evaluate, compare."""
+    # Plugins are loaded and checked before any command runs, so a broken plugin
+    # stops the program here, naming itself.
+    _registry(ctx)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List every registered component: kind, name, providing package and version."""
+    registry = _registry(ctx)
+    rows = []
+    for reg in registry.registrations():
+        row = {
+            "kind": reg.kind,
+            "name": reg.name,
+            "package": reg.provider.package,
+            "version": reg.provider.version,
+            "plugin": reg.provider.plugin,
+        }
+        if reg.kind == "method":
+            reason = reg.component.unavailable_reason()
+            row["status"] = "available" if reason is None else f"unavailable: {reason}"
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    import pandas as pd
+
+    table = pd.DataFrame(rows).fillna("")
+    click.echo(table.to_markdown(index=False, tablefmt="simple"))
+
+
+@main.command()
+@click.argument("suite", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--methods", help="Comma-separated method names (overrides the suite).")
+@click.option("--datasets", help="Comma-separated data set names (overrides the suite).")
+@click.option("--seeds", type=click.IntRange(min=1), help="Run seeds 0..N-1 (overrides the suite).")
+@click.option("--budget", help="Budget preset: smoke, small, medium, paper (overrides the suite).")
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("results"),
+    show_default=True,
+    help="Results folder: runs go to RESULTS/runs/<id>/, tables to RESULTS/.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="MGAS_BENCH_DATA",
+    help="Where data sets live (default: ./data, or $MGAS_BENCH_DATA).",
+)
+@click.option("--download", is_flag=True, help="Allow downloading data sets that support it.")
+@click.option("--device", help="cpu, cuda, cuda:N or auto (overrides the suite).")
+@click.option(
+    "--option",
+    "-o",
+    "options",
+    multiple=True,
+    metavar="METHOD.KEY=VALUE",
+    help="Set a method option, e.g. -o darts.arch_lr=1e-3 (repeatable).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    envvar="MGAS_BENCH_THREADS",
+    help="Torch threads per run (default: torch's choice; 1 helps on a busy machine).",
+)
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Run in this process instead of one worker process per run (for debugging).",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    suite: Path | None,
+    methods: str | None,
+    datasets: str | None,
+    seeds: int | None,
+    budget: str | None,
+    results: Path,
+    data_root: Path | None,
+    download: bool,
+    device: str | None,
+    options: tuple[str, ...],
+    threads: int | None,
+    in_process: bool,
+) -> None:
+    """Run a suite (default: the embedded digits suite), then print the leaderboard.
+
+    Completed runs are skipped, so running the same command again resumes an
+    interrupted suite.
+    """
+    from mgas_bench.leaderboard import write_leaderboard
+    from mgas_bench.runner import run_suite
+
+    registry = _registry(ctx)
+    spec = load_suite(suite).model_dump()
+    if methods:
+        spec["methods"] = _split(methods)
+    if datasets:
+        spec["datasets"] = _split(datasets)
+    if seeds:
+        spec["seeds"] = seeds
+    if budget:
+        spec["budget"] = budget
+    if device:
+        spec["device"] = device
+    if data_root:
+        spec["data"]["root"] = str(data_root)
+    if download:
+        spec["data"]["download"] = True
+    for key, value in parse_assignments(options).items():
+        method, dot, option = key.partition(".")
+        if not dot:
+            raise ConfigError(f"--option {key}=...: expected METHOD.KEY=VALUE")
+        spec["options"].setdefault(method, {})[option] = value
+    configs = expand_suite(load_suite_from(spec), registry)
+    if not configs:
+        raise ConfigError("the suite expands to no runs (no available methods?)")
+    click.echo(f"{len(configs)} run(s); results in {results}/")
+    try:
+        report = run_suite(configs, results, registry, isolate=not in_process, threads=threads)
+    except KeyboardInterrupt:
+        click.echo(
+            "\ninterrupted: completed runs are kept; run the same command again to resume.",
+            err=True,
+        )
+        sys.exit(130)
+    files = write_leaderboard(results)
+    click.echo("")
+    click.echo(files.markdown.read_text())
+    click.echo(f"wrote {files.markdown}, {files.csv}" + (f", {files.plot}" if files.plot else ""))
+    click.echo(
+        f"{len(report.completed)} completed, {len(report.skipped)} already done, "
+        f"{len(report.failed)} failed"
+    )
+    if report.failed:
+        sys.exit(1)
+
+
+def load_suite_from(spec: dict[str, Any]):
+    from mgas_bench.config import parse_suite
+
+    return parse_suite(spec, source="suite (after command-line overrides)")
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@main.command()
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("results"),
+    show_default=True,
+)
+def leaderboard(results: Path) -> None:
+    """Rebuild the leaderboard tables and plot from the runs stored under RESULTS."""
+    from mgas_bench.leaderboard import write_leaderboard
+
+    files = write_leaderboard(results)
+    for folder, why in files.stored.unreadable:
+        click.echo(f"skipped unreadable record in {folder}: {why}", err=True)
+    click.echo(files.markdown.read_text())
+    click.echo(f"wrote {files.markdown}, {files.csv}" + (f", {files.plot}" if files.plot else ""))
+
+
+@main.group()
+def arch() -> None:
+    """Inspect saved architectures."""
+
+
+@arch.command("info")
+@click.argument("arch_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--dataset", default="cifar10", show_default=True, help="Sets input size and classes."
+)
+@click.option("--channels", type=click.IntRange(min=1), default=36, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--format", "format_name", help="Architecture format (default: detected).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_context
+def arch_info(
+    ctx: click.Context,
+    arch_file: Path,
+    dataset: str,
+    channels: int,
+    layers: int,
+    format_name: str | None,
+    as_json: bool,
+) -> None:
+    """Parameters (M, auxiliary head excluded) and MACs (M, one image) of ARCH_FILE's network."""
+    from mgas_bench.evaluation import measure_network, network_spec
+
+    registry = _registry(ctx)
+    try:
+        payload = json.loads(arch_file.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{arch_file} is not JSON: {exc}") from None
+    fmt = _detect_format(registry, payload, format_name, arch_file)
+    fmt.validate(payload)
+    info = registry.get("dataset", dataset).info({})
+    model = fmt.build_network(
+        Architecture(fmt.name, payload), network_spec(info, channels, layers, auxiliary=False)
+    )
+    figures = {"format": fmt.name, **measure_network(model, info)}
+    if as_json:
+        click.echo(json.dumps(figures))
+        return
+    click.echo(f"{arch_file} ({fmt.name}) on {dataset}, {channels} channels, {layers} layers:")
+    click.echo(f"  parameters: {figures['params_m']:.3f} M (auxiliary head excluded)")
+    click.echo(f"  MACs:       {figures['macs_m']:.1f} M per image")
+
+
+def _detect_format(registry: Registry, payload: Any, name: str | None, path: Path):
+    if name:
+        return registry.get("architecture_format", name)
+    formats = [
+        registry.get("architecture_format", n) for n in registry.names("architecture_format")
+    ]
+    matching = [fmt for fmt in formats if isinstance(payload, dict) and fmt.matches(payload)]
+    if not matching:
+        known = ", ".join(fmt.name for fmt in formats)
+        raise ConfigError(
+            f"{path}: no registered architecture format recognises it (known: {known})"
+        )
+    return matching[0]

@@ -1,0 +1,201 @@
+"""Executes one run, start to finish, in the current process.
+
+Search, save the architecture, evaluate it, write the record. Anything that goes
+wrong is written into the run's record (status ``failed``) and its log; the
+caller decides whether to go on with the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mgas_bench.components import Architecture, DataRequest, SearchContext
+from mgas_bench.config import RunConfig
+from mgas_bench.data import search_data
+from mgas_bench.evaluation import evaluate_architecture
+from mgas_bench.memory import PeakMemory
+from mgas_bench.records import (
+    ARCHITECTURE,
+    ARCHITECTURE_TENSORS,
+    LOG,
+    RECORD,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_RUNNING,
+    RunInfo,
+    new_record,
+    run_dir,
+    write_json_atomic,
+)
+from mgas_bench.registry import Registry, build_registry
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device here")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _run_logger(run_id: str, path: Path) -> logging.Logger:
+    log = logging.getLogger(f"mgas_bench.run.{run_id}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return log
+
+
+def save_architecture(arch: Architecture, folder: Path) -> None:
+    write_json_atomic(folder / ARCHITECTURE, arch.payload)
+    if arch.tensors is not None:
+        tmp = folder / f".{ARCHITECTURE_TENSORS}.tmp"
+        torch.save(arch.tensors, tmp)
+        tmp.replace(folder / ARCHITECTURE_TENSORS)
+
+
+def execute_run(
+    config: RunConfig, results: Path, registry: Registry | None = None
+) -> dict[str, Any]:
+    """Run one config and return its final record (also written to disk)."""
+    registry = registry or build_registry()
+    folder = run_dir(results, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = RunInfo(config.run_id(), folder, config)
+    log = _run_logger(info.run_id, folder / LOG)
+    record = new_record(config, STATUS_RUNNING, config.device)
+    write_json_atomic(folder / RECORD, record)
+    hook = registry.hook
+    try:
+        device = resolve_device(config.device)
+        record["device"] = str(device)
+        hook.run_started(run=info)
+        log.info(
+            "run %s: %s on %s, seed %d", info.run_id, config.method, config.dataset, config.seed
+        )
+        record["metrics"], record["architecture_format"] = _search_and_evaluate(
+            config, registry, info, device, log
+        )
+        record["status"] = STATUS_OK
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        record["status"] = STATUS_FAILED
+        record["error"] = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+        log.error("run failed:\n%s", traceback.format_exc())
+        write_json_atomic(folder / RECORD, record)
+        if interrupted or not isinstance(exc, Exception):
+            raise
+    else:
+        write_json_atomic(folder / RECORD, record)
+    finally:
+        for handler in list(log.handlers):
+            handler.close()
+            log.removeHandler(handler)
+    hook.run_finished(run=info, record=record)
+    return record
+
+
+def _search_and_evaluate(
+    config: RunConfig,
+    registry: Registry,
+    info: RunInfo,
+    device: torch.device,
+    log: logging.Logger,
+) -> tuple[dict[str, float], str]:
+    method = registry.get("method", config.method)
+    reason = method.unavailable_reason()
+    if reason:
+        raise RuntimeError(f"method {config.method!r} is unavailable: {reason}")
+    dataset = registry.get("dataset", config.dataset)
+    request = DataRequest(
+        root=Path(config.data.root).expanduser(),
+        download=config.data.download,
+        verify_checksums=config.data.verify_checksums,
+        options=config.data.options,
+    )
+    bundle = dataset.load(request)
+    seed_everything(config.seed)
+    budget = config.search.budget()
+    data = search_data(
+        bundle,
+        config.data.search_fraction,
+        config.data.split_seed,
+        budget.batch_size,
+        config.seed,
+        device,
+    )
+
+    def epoch_ended(phase: str, epoch: int, metrics: dict[str, float]) -> None:
+        log.info("%s epoch %d: %s", phase, epoch, _fmt(metrics))
+        registry.hook.epoch_ended(run=info, phase=phase, epoch=epoch, metrics=metrics)
+
+    def stage_ended(stage: int, metrics: dict[str, float]) -> None:
+        log.info("stage %d ended: %s", stage, _fmt(metrics))
+        registry.hook.stage_ended(run=info, stage=stage, metrics=metrics)
+
+    ctx = SearchContext(
+        method=config.method,
+        options=config.options,
+        budget=budget,
+        data=data,
+        device=device,
+        seed=config.seed,
+        run_dir=info.run_dir,
+        log=log,
+        components=registry,
+        epoch_ended=lambda epoch, metrics, phase="search": epoch_ended(phase, epoch, metrics),
+        stage_ended=stage_ended,
+    )
+    start = time.perf_counter()
+    with PeakMemory(device) as peak:
+        result = method.search(ctx)
+    search_seconds = time.perf_counter() - start
+    arch = result.architecture
+    fmt = registry.get("architecture_format", arch.format)
+    fmt.validate(arch.payload)
+    save_architecture(arch, info.run_dir)
+    log.info("search done in %.1f s; architecture: %s", search_seconds, arch.payload)
+
+    seed_everything(config.seed)
+    metrics = evaluate_architecture(
+        arch,
+        fmt,
+        bundle,
+        config.eval,
+        config.seed,
+        device,
+        on_epoch=lambda epoch, m: epoch_ended("eval", epoch, m),
+    )
+    metrics.update(
+        search_seconds=search_seconds,
+        search_peak_mem_mb=peak.mb,
+        **{f"search_{k}": v for k, v in result.metrics.items()},
+    )
+    log.info("evaluation: %s", _fmt(metrics))
+    return metrics, arch.format
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+    )

@@ -1,0 +1,169 @@
+"""Leaderboard tables and the accuracy-versus-parameters plot, rebuilt from stored runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from mgas_bench.records import STATUS_OK, iter_records
+
+GROUP = ["dataset", "method", "variant"]
+# (record metric, column heading, scale for display)
+COLUMNS = [
+    ("test_accuracy", "test acc (%)", 100.0),
+    ("params_m", "params (M)", 1.0),
+    ("macs_m", "MACs (M)", 1.0),
+    ("search_seconds", "search (s)", 1.0),
+    ("search_peak_mem_mb", "search mem (MB)", 1.0),
+]
+NOTE = (
+    "Mean ± standard deviation over seeds (n = number of seeds). Parameters exclude the "
+    "auxiliary head (DARTS's convention); MACs are for one image. Search time is the wall "
+    "clock of one search run (not the sum of repeated searches); search memory is the peak "
+    "the search added on top of what the process already held (resident memory on CPU, "
+    "allocated memory on CUDA)."
+)
+
+
+@dataclass
+class StoredRuns:
+    runs: pd.DataFrame
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    not_ok: int = 0
+
+
+def load_runs(results: Path) -> StoredRuns:
+    rows, unreadable, not_ok = [], [], 0
+    for folder, record in iter_records(results):
+        if isinstance(record, Exception):
+            unreadable.append((folder, str(record)))
+            continue
+        if record.get("status") != STATUS_OK:
+            not_ok += 1
+            continue
+        try:
+            row = {key: record[key] for key in ("run_id", "method", "dataset", "seed")}
+            row["variant"] = record.get("variant", "default")
+            row.update({metric: float(record["metrics"][metric]) for metric, _, _ in COLUMNS})
+        except (KeyError, TypeError, ValueError) as exc:
+            unreadable.append((folder, f"missing or bad field {exc}"))
+            continue
+        rows.append(row)
+    columns = ["run_id", "method", "dataset", "seed", "variant"] + [m for m, _, _ in COLUMNS]
+    return StoredRuns(pd.DataFrame(rows, columns=columns), unreadable, not_ok)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (data set, method, variant): mean and std over seeds of each metric."""
+    metrics = [m for m, _, _ in COLUMNS]
+    grouped = runs.groupby(GROUP, sort=True)
+    table = grouped[metrics].agg(["mean", "std"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table.insert(0, "n", grouped.size())
+    table = table.reset_index()
+    return table.sort_values(["dataset", "test_accuracy_mean"], ascending=[True, False])
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    shown = table[[*GROUP, "n"]].copy()
+    for metric, heading, scale in COLUMNS:
+        mean, std = table[f"{metric}_mean"] * scale, table[f"{metric}_std"] * scale
+        digits = 2 if metric != "params_m" else 3
+        shown[heading] = [
+            f"{m:.{digits}f} ± {s:.{digits}f}" if pd.notna(s) else f"{m:.{digits}f}"
+            for m, s in zip(mean, std, strict=True)
+        ]
+    return shown.to_markdown(index=False)
+
+
+def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows no other row beats on both accuracy (higher) and parameters (fewer)."""
+    ordered = table.sort_values(["params_m_mean", "test_accuracy_mean"], ascending=[True, False])
+    best, keep = float("-inf"), []
+    for index, acc in ordered["test_accuracy_mean"].items():
+        if acc > best:
+            keep.append(index)
+            best = acc
+    return ordered.loc[keep]
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        rows = table[table["dataset"] == dataset]
+        for _, row in rows.iterrows():
+            label = (
+                row["method"]
+                if row["variant"] == "default"
+                else f"{row['method']} ({row['variant']})"
+            )
+            ax.errorbar(
+                row["params_m_mean"],
+                100 * row["test_accuracy_mean"],
+                xerr=_zero_if_nan(row["params_m_std"]),
+                yerr=_zero_if_nan(100 * row["test_accuracy_std"]),
+                fmt="o",
+                capsize=3,
+                label=f"{label} (n={row['n']})",
+            )
+        front = pareto_front(rows)
+        # Rings mark the front even when it is a single point, where a line shows nothing.
+        ax.plot(
+            front["params_m_mean"],
+            100 * front["test_accuracy_mean"],
+            drawstyle="steps-post",
+            color="grey",
+            linestyle="--",
+            marker="o",
+            markersize=14,
+            fillstyle="none",
+            label="Pareto front",
+        )
+        ax.set_title(f"{dataset}: accuracy vs parameters")
+        ax.set_xlabel("parameters (M, auxiliary head excluded)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _zero_if_nan(value: float) -> float:
+    return 0.0 if pd.isna(value) else float(value)
+
+
+@dataclass
+class LeaderboardFiles:
+    markdown: Path
+    csv: Path
+    plot: Path | None
+    table: pd.DataFrame
+    stored: StoredRuns
+
+
+def write_leaderboard(results: Path, out_dir: Path | None = None) -> LeaderboardFiles:
+    out_dir = out_dir or results
+    stored = load_runs(results)
+    table = summarise(stored.runs)
+    markdown, csv, png = (
+        out_dir / "leaderboard.md",
+        out_dir / "leaderboard.csv",
+        out_dir / "pareto.png",
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body = to_markdown(table) if len(table) else "(no completed runs)"
+    markdown.write_text(f"# Leaderboard\n\n{body}\n\n{NOTE}\n")
+    table.to_csv(csv, index=False)
+    if len(table):
+        plot(table, png)
+    return LeaderboardFiles(markdown, csv, png if len(table) else None, table, stored)

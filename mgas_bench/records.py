@@ -1,0 +1,108 @@
+"""The results store: one folder per run under ``<results>/runs/<run id>/``.
+
+``record.json`` is the source of truth for a run. It is written atomically
+(temporary file, then rename), so a killed process leaves either the old record
+or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from mgas_bench.config import RunConfig
+
+RECORD = "record.json"
+LOG = "log.txt"
+ARCHITECTURE = "architecture.json"
+ARCHITECTURE_TENSORS = "architecture.pt"
+
+STATUS_OK, STATUS_FAILED, STATUS_RUNNING = "ok", "failed", "running"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What observers are told about a run."""
+
+    run_id: str
+    run_dir: Path
+    config: RunConfig
+
+
+def runs_dir(results: Path) -> Path:
+    return results / "runs"
+
+
+def run_dir(results: Path, config: RunConfig) -> Path:
+    return runs_dir(results) / config.run_id()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The run's record, or None if it has none yet."""
+    try:
+        return json.loads((folder / RECORD).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def iter_records(results: Path) -> Iterator[tuple[Path, dict[str, Any] | Exception]]:
+    """Every run folder with its parsed record, or the error that stopped parsing it."""
+    root = runs_dir(results)
+    if not root.is_dir():
+        return
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        path = folder / RECORD
+        if not path.exists():
+            continue
+        try:
+            yield folder, json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            yield folder, exc
+
+
+def new_record(config: RunConfig, status: str, device: str) -> dict[str, Any]:
+    return {
+        "run_id": config.run_id(),
+        "method": config.method,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "variant": config.variant,
+        "status": status,
+        "error": None,
+        "config": config.model_dump(mode="json"),
+        "versions": versions(),
+        "device": device,
+        "metrics": {},
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("mgas-bench", "torch", "torchvision", "pluggy", "nni"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,127 @@
+"""The local executor: runs a suite's pending runs one after another.
+
+Each run executes in a fresh worker process by default. A run that crashes the
+interpreter, leaks memory or is killed then takes only itself down, and its
+search peak memory is measured in a process that holds nothing else. Completed
+runs are skipped, so re-running a suite after a failure or Ctrl-C resumes it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mgas_bench.config import RunConfig
+from mgas_bench.execution import execute_run
+from mgas_bench.records import (
+    RECORD,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_RUNNING,
+    new_record,
+    read_record,
+    run_dir,
+    write_json_atomic,
+)
+from mgas_bench.registry import Registry
+
+
+@dataclass
+class SuiteReport:
+    completed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[RunConfig] = field(default_factory=list)
+
+
+def pending_runs(
+    configs: Sequence[RunConfig], results: Path
+) -> tuple[list[RunConfig], list[RunConfig]]:
+    """Split ``configs`` into (to run, already completed)."""
+    todo, done = [], []
+    for config in configs:
+        record = read_record(run_dir(results, config))
+        (done if record and record.get("status") == STATUS_OK else todo).append(config)
+    return todo, done
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit torch's intra-op threads.
+
+    Worth doing when other processes share the cores: OpenMP threads that spin
+    waiting for a busy core can make small convolutions many times slower.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _worker(config_json: str, results: str, threads: int | None) -> None:
+    set_threads(threads)
+    execute_run(RunConfig.model_validate_json(config_json), Path(results))
+
+
+def _run_in_worker(config: RunConfig, results: Path, threads: int | None) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    process = ctx.Process(target=_worker, args=(config.model_dump_json(), str(results), threads))
+    process.start()
+    try:
+        process.join()
+    except KeyboardInterrupt:
+        # The worker got the same SIGINT and records itself as interrupted; give it
+        # a moment to do so before making sure it is gone.
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+        _settle(config, results, "interrupted")
+        raise
+    return _settle(config, results, f"worker process exited with code {process.exitcode}")
+
+
+def _settle(config: RunConfig, results: Path, reason: str) -> dict[str, Any]:
+    """The run's final record; a worker that died mid-run is recorded as failed."""
+    folder = run_dir(results, config)
+    record = read_record(folder) or new_record(config, STATUS_RUNNING, config.device)
+    if record.get("status") == STATUS_RUNNING:
+        record.update(status=STATUS_FAILED, error=reason)
+        write_json_atomic(folder / RECORD, record)
+    return record
+
+
+def run_suite(
+    configs: Sequence[RunConfig],
+    results: Path,
+    registry: Registry,
+    isolate: bool = True,
+    threads: int | None = None,
+) -> SuiteReport:
+    report = SuiteReport()
+    if not isolate:
+        set_threads(threads)
+    todo, report.skipped = pending_runs(configs, results)
+    with tqdm(total=len(configs), initial=len(report.skipped), desc="runs", unit="run") as bar:
+        for config in todo:
+            label = f"{config.method} / {config.dataset} / {config.variant} / seed {config.seed}"
+            bar.set_postfix_str(label)
+            if isolate:
+                record = _run_in_worker(config, results, threads)
+            else:
+                try:
+                    record = execute_run(config, results, registry)
+                except KeyboardInterrupt:
+                    _settle(config, results, "interrupted")
+                    raise
+            if record["status"] == STATUS_OK:
+                report.completed.append(record)
+                acc = record["metrics"].get("test_accuracy", float("nan"))
+                tqdm.write(f"ok     {label}: test accuracy {acc:.4f} [{record['run_id']}]")
+            else:
+                report.failed.append(record)
+                tqdm.write(f"FAILED {label}: {record['error']} [{record['run_id']}]")
+            bar.update(1)
+    return report

@@ -1,0 +1,152 @@
+"""The runner and the results store, with a stand-in method so that each run takes seconds.
+
+The stand-in skips the search and returns a fixed genotype; everything after
+the search (saving, the real evaluator, records, failure handling) is the real
+code. Real DARTS searches run in test_cli.py and test_darts_search.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mgas_bench.components import Architecture, Method, SearchResult
+from mgas_bench.config import expand_suite, parse_suite
+from mgas_bench.execution import execute_run
+from mgas_bench.hookspecs import hookimpl
+from mgas_bench.records import RECORD, read_record, run_dir, write_json_atomic
+from mgas_bench.registry import build_registry
+from mgas_bench.runner import _settle, pending_runs, run_suite
+
+GENOTYPE = {
+    "normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+    "normal_concat": [2, 3, 4, 5],
+    "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]] * 4,
+    "reduce_concat": [2, 3, 4, 5],
+}
+
+
+class FixedGenotype(Method):
+    """Returns GENOTYPE, or raises what it is told to, after reporting one epoch."""
+
+    description = "test stand-in"
+
+    def __init__(self, name: str, raises: BaseException | None = None):
+        self.name, self.raises = name, raises
+
+    def default_options(self):
+        return {"note": ""}
+
+    def search(self, ctx):
+        ctx.epoch_ended(1, {"train_loss": 1.0})
+        if self.raises is not None:
+            raise self.raises
+        return SearchResult(Architecture("darts-genotype", GENOTYPE), {"custom": 7.0})
+
+
+class StandIns:
+    @hookimpl
+    def register_methods(self):
+        return [
+            FixedGenotype("fixed"),
+            FixedGenotype("broken", RuntimeError("search exploded")),
+            FixedGenotype("ctrl-c", KeyboardInterrupt()),
+        ]
+
+
+@pytest.fixture(scope="module")
+def test_registry():
+    return build_registry([("stand-ins", StandIns())])
+
+
+def _configs(registry, methods, seeds=1, **extra):
+    suite = parse_suite(
+        {"methods": methods, "datasets": ["digits"], "seeds": seeds, "budget": "smoke", **extra}
+    )
+    return expand_suite(suite, registry)
+
+
+def test_execute_run_writes_a_complete_record(tmp_path, test_registry):
+    (config,) = _configs(test_registry, ["fixed"])
+    record = execute_run(config, tmp_path, test_registry)
+    folder = run_dir(tmp_path, config)
+    assert record == json.loads((folder / RECORD).read_text())
+    assert record["status"] == "ok" and record["error"] is None
+    assert (record["method"], record["dataset"], record["seed"]) == ("fixed", "digits", 0)
+    assert record["config"]["search"]["epochs"] == 1
+    assert record["versions"]["torch"] and record["device"] == "cpu"
+    metrics = record["metrics"]
+    for key in ("test_accuracy", "params_m", "macs_m", "search_seconds", "eval_seconds"):
+        assert metrics[key] > 0, key
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["search_peak_mem_mb"] >= 0
+    assert metrics["search_custom"] == 7.0
+    assert json.loads((folder / "architecture.json").read_text()) == GENOTYPE
+    assert "evaluation:" in (folder / "log.txt").read_text()
+    events = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    phases = [(e["phase"], e["epoch"]) for e in events]
+    assert phases == [("search", 1), ("eval", 1), ("eval", 2), ("eval", 3)]
+
+
+def test_failed_run_is_recorded_and_the_suite_goes_on(tmp_path, test_registry):
+    configs = _configs(test_registry, ["broken", "fixed"])
+    report = run_suite(configs, tmp_path, test_registry, isolate=False)
+    assert [r["method"] for r in report.failed] == ["broken"]
+    assert [r["method"] for r in report.completed] == ["fixed"]
+    failed = read_record(run_dir(tmp_path, configs[0]))
+    assert failed["status"] == "failed"
+    assert failed["error"] == "RuntimeError: search exploded"
+    assert "search exploded" in (run_dir(tmp_path, configs[0]) / "log.txt").read_text()
+
+    # Re-running skips the completed run and retries the failed one.
+    todo, done = pending_runs(configs, tmp_path)
+    assert [c.method for c in todo] == ["broken"] and [c.method for c in done] == ["fixed"]
+    report = run_suite(configs, tmp_path, test_registry, isolate=False)
+    assert len(report.skipped) == 1 and len(report.failed) == 1 and not report.completed
+
+
+def test_ctrl_c_keeps_completed_runs(tmp_path, test_registry):
+    done, interrupted = _configs(test_registry, ["fixed", "ctrl-c"])
+    run_suite([done], tmp_path, test_registry, isolate=False)
+    before = (run_dir(tmp_path, done) / RECORD).read_text()
+    with pytest.raises(KeyboardInterrupt):
+        run_suite([done, interrupted], tmp_path, test_registry, isolate=False)
+    assert (run_dir(tmp_path, done) / RECORD).read_text() == before
+    record = read_record(run_dir(tmp_path, interrupted))
+    assert record["status"] == "failed" and record["error"] == "interrupted"
+
+
+def test_a_worker_that_died_mid_run_is_recorded_as_failed(tmp_path, test_registry):
+    (config,) = _configs(test_registry, ["fixed"])
+    folder = run_dir(tmp_path, config)
+    write_json_atomic(folder / RECORD, {"status": "running", "run_id": config.run_id()})
+    record = _settle(config, tmp_path, "worker process exited with code -9")
+    assert record["status"] == "failed"
+    assert read_record(folder)["error"] == "worker process exited with code -9"
+
+
+def test_isolated_worker_runs_and_records(tmp_path, test_registry):
+    # Worker processes load plugins from entry points, so use a real method here.
+    (config,) = _configs(test_registry, ["darts"])
+    report = run_suite([config], tmp_path, test_registry, isolate=True)
+    assert [r["status"] for r in report.completed] == ["ok"]
+    assert read_record(run_dir(tmp_path, config))["metrics"]["search_seconds"] > 0
+
+
+def test_run_identity(test_registry):
+    a, b = _configs(test_registry, ["fixed"], seeds=2)
+    assert a.run_id() != b.run_id()
+    (moved,) = _configs(test_registry, ["fixed"], data={"root": "/elsewhere"})
+    assert moved.run_id() == a.run_id()  # where the data lives is not what a run computes
+    (changed,) = _configs(test_registry, ["fixed"], options={"fixed": {"note": "x"}})
+    assert changed.run_id() != a.run_id()
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "record.json"
+    write_json_atomic(target, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
