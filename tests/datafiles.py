@@ -209,3 +209,30 @@ def write_imagenet(
                 write_image(base / split / wnid / name, size * 5 // 4, size, seed=seed)
                 seed += 1
     return base
+
+
+# DARTS V2 (second-order DARTS, CIFAR-10), as published in DARTS's genotypes.py.
+DARTS_V2_JSON = {
+    "normal": [
+        ["sep_conv_3x3", 0],
+        ["sep_conv_3x3", 1],
+        ["sep_conv_3x3", 0],
+        ["sep_conv_3x3", 1],
+        ["sep_conv_3x3", 1],
+        ["skip_connect", 0],
+        ["skip_connect", 0],
+        ["dil_conv_3x3", 2],
+    ],
+    "normal_concat": [2, 3, 4, 5],
+    "reduce": [
+        ["max_pool_3x3", 0],
+        ["max_pool_3x3", 1],
+        ["skip_connect", 2],
+        ["max_pool_3x3", 1],
+        ["max_pool_3x3", 0],
+        ["skip_connect", 2],
+        ["skip_connect", 2],
+        ["max_pool_3x3", 1],
+    ],
+    "reduce_concat": [2, 3, 4, 5],
+}

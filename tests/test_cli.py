@@ -8,31 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-DARTS_V2 = {
-    "normal": [
-        ["sep_conv_3x3", 0],
-        ["sep_conv_3x3", 1],
-        ["sep_conv_3x3", 0],
-        ["sep_conv_3x3", 1],
-        ["sep_conv_3x3", 1],
-        ["skip_connect", 0],
-        ["skip_connect", 0],
-        ["dil_conv_3x3", 2],
-    ],
-    "normal_concat": [2, 3, 4, 5],
-    "reduce": [
-        ["max_pool_3x3", 0],
-        ["max_pool_3x3", 1],
-        ["skip_connect", 2],
-        ["max_pool_3x3", 1],
-        ["max_pool_3x3", 0],
-        ["skip_connect", 2],
-        ["skip_connect", 2],
-        ["max_pool_3x3", 1],
-    ],
-    "reduce_concat": [2, 3, 4, 5],
-}
+from datafiles import DARTS_V2_JSON as DARTS_V2
 
 
 def cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

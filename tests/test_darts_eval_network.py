@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from datafiles import DARTS_V2_JSON
 from torch import nn
 
 from baselines.darts.arch_format import DartsGenotypeFormat
@@ -18,31 +19,6 @@ from baselines.darts.ops import PRIMITIVES
 from mgas_bench.components import Architecture, NetworkSpec
 from mgas_bench.profiling import count_macs, count_nonzero_parameters, count_parameters
 
-# DARTS V2 (second-order DARTS, CIFAR-10), as published in DARTS's genotypes.py.
-DARTS_V2_JSON = {
-    "normal": [
-        ["sep_conv_3x3", 0],
-        ["sep_conv_3x3", 1],
-        ["sep_conv_3x3", 0],
-        ["sep_conv_3x3", 1],
-        ["sep_conv_3x3", 1],
-        ["skip_connect", 0],
-        ["skip_connect", 0],
-        ["dil_conv_3x3", 2],
-    ],
-    "normal_concat": [2, 3, 4, 5],
-    "reduce": [
-        ["max_pool_3x3", 0],
-        ["max_pool_3x3", 1],
-        ["skip_connect", 2],
-        ["max_pool_3x3", 1],
-        ["max_pool_3x3", 0],
-        ["skip_connect", 2],
-        ["skip_connect", 2],
-        ["max_pool_3x3", 1],
-    ],
-    "reduce_concat": [2, 3, 4, 5],
-}
 DARTS_V2 = Genotype.from_json(DARTS_V2_JSON)
 
 
