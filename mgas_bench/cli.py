@@ -231,6 +231,11 @@ def arch() -> None:
 @click.option("--channels", type=click.IntRange(min=1), default=36, show_default=True)
 @click.option("--layers", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--format", "format_name", help="Architecture format (default: detected).")
+@click.option(
+    "--masks",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Weight masks saved with torch.save, for formats that take them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_context
 def arch_info(
@@ -240,6 +245,7 @@ def arch_info(
     channels: int,
     layers: int,
     format_name: str | None,
+    masks: Path | None,
     as_json: bool,
 ) -> None:
     """Parameters (M, auxiliary head excluded) and MACs (M, one image) of ARCH_FILE's network."""
@@ -253,8 +259,10 @@ def arch_info(
     fmt = _detect_format(registry, payload, format_name, arch_file)
     fmt.validate(payload)
     info = registry.get("dataset", dataset).info({})
+    tensors = _load_tensors(masks) if masks else None
     model = fmt.build_network(
-        Architecture(fmt.name, payload), network_spec(info, channels, layers, auxiliary=False)
+        Architecture(fmt.name, payload, tensors),
+        network_spec(info, channels, layers, auxiliary=False),
     )
     figures = {"format": fmt.name, **measure_network(model, info)}
     if as_json:
@@ -262,7 +270,18 @@ def arch_info(
         return
     click.echo(f"{arch_file} ({fmt.name}) on {dataset}, {channels} channels, {layers} layers:")
     click.echo(f"  parameters: {figures['params_m']:.3f} M (auxiliary head excluded)")
+    if figures["params_nonzero_m"] != figures["params_m"]:
+        click.echo(f"  surviving:  {figures['params_nonzero_m']:.3f} M (weights not masked out)")
     click.echo(f"  MACs:       {figures['macs_m']:.1f} M per image")
+
+
+def _load_tensors(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: cannot read it with torch.load: {exc}") from None
 
 
 def _detect_format(registry: Registry, payload: Any, name: str | None, path: Path):

@@ -26,7 +26,7 @@ from mgas_bench.components import (
 )
 from mgas_bench.config import EvalConfig
 from mgas_bench.data import cutout, loader
-from mgas_bench.profiling import count_macs, count_parameters
+from mgas_bench.profiling import count_macs, count_masked_out_parameters, count_parameters
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -46,9 +46,15 @@ def network_spec(info: DatasetInfo, channels: int, layers: int, auxiliary: bool)
 
 
 def measure_network(model: nn.Module, info: DatasetInfo) -> dict[str, float]:
-    """Size figures of an evaluation network, auxiliary head excluded (DARTS's convention)."""
+    """Size figures of an evaluation network, auxiliary head excluded (DARTS's convention).
+
+    ``params_nonzero_m`` leaves out weights removed by masks (``weight_mask``
+    buffers); for an unmasked network it equals ``params_m``.
+    """
+    params = count_parameters(model)
     return {
-        "params_m": count_parameters(model) / 1e6,
+        "params_m": params / 1e6,
+        "params_nonzero_m": (params - count_masked_out_parameters(model)) / 1e6,
         "macs_m": count_macs(model, info.input_shape) / 1e6,
     }
 

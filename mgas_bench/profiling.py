@@ -36,6 +36,28 @@ def count_nonzero_parameters(
     return sum(int(torch.count_nonzero(p.detach())) for p in _counted(model, exclude_prefixes))
 
 
+# A module that masks its own weight keeps the 0/1 mask in a buffer of this name.
+WEIGHT_MASK = "weight_mask"
+
+
+def count_masked_out_parameters(
+    model: nn.Module, exclude_prefixes: tuple[str, ...] = DEFAULT_EXCLUDE
+) -> int:
+    """Weights removed by masks: zeros of every ``weight_mask`` buffer outside the excluded modules.
+
+    Counting mask zeros rather than zero weights keeps parameters that are merely
+    zero at the moment (a fresh batch norm's bias) among the surviving ones.
+    """
+    total = 0
+    for name, buffer in model.named_buffers():
+        if name.rsplit(".", 1)[-1] != WEIGHT_MASK:
+            continue
+        if any(name.startswith(p + ".") for p in exclude_prefixes):
+            continue
+        total += int((buffer == 0).sum())
+    return total
+
+
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one forward pass on a single ``(C, H, W)`` image.
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +156,43 @@ def test_arch_info_rejects_a_broken_genotype(tmp_path):
     done = cli("arch", "info", str(path), cwd=tmp_path, check=False)
     assert done.returncode != 0
     assert "unknown op 'sep_conv_9x9'" in done.stderr
+
+
+def test_ctrl_c_keeps_finished_runs_and_the_next_call_resumes(tmp_path):
+    """A real SIGINT to the whole process group, as a terminal's Ctrl-C sends it."""
+    args = [sys.executable, "-m", "mgas_bench", "run", "--budget", "smoke", "--methods", "darts"]
+    proc = subprocess.Popen(
+        [*args, "--seeds", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    runs = tmp_path / "results" / "runs"
+    deadline = time.monotonic() + 300
+
+    def statuses() -> list[str]:
+        found = []
+        for path in runs.glob("*/record.json"):
+            try:
+                found.append(json.loads(path.read_text())["status"])
+            except ValueError:  # never expected: writes are atomic
+                found.append("unreadable")
+        return found
+
+    # Interrupt once the first run is done and the second has started.
+    while sorted(statuses()) != ["ok", "running"]:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "completed runs are kept" in stderr
+    assert sorted(statuses()) == ["failed", "ok"]
+    errors = [json.loads(p.read_text())["error"] for p in runs.glob("*/record.json")]
+    assert "interrupted" in errors
+
+    resumed = cli("run", "--budget", "smoke", "--methods", "darts", "--seeds", "2", cwd=tmp_path)
+    assert "1 completed, 1 already done, 0 failed" in resumed.stdout
+    assert statuses() == ["ok", "ok"]
