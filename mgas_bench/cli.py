@@ -268,7 +268,8 @@ def arch_info(
     if as_json:
         click.echo(json.dumps(figures))
         return
-    click.echo(f"{arch_file} ({fmt.name}) on {dataset}, {channels} channels, {layers} layers:")
+    depth = f"{layers} layers" if getattr(fmt, "uses_layers", True) else "depth from the file"
+    click.echo(f"{arch_file} ({fmt.name}) on {dataset}, {channels} channels, {depth}:")
     click.echo(f"  parameters: {figures['params_m']:.3f} M (auxiliary head excluded)")
     if figures["params_nonzero_m"] != figures["params_m"]:
         click.echo(f"  surviving:  {figures['params_nonzero_m']:.3f} M (weights not masked out)")

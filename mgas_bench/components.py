@@ -237,6 +237,8 @@ class ArchitectureFormat(ABC):
     )
     name: str
     description: str
+    # False where the architecture itself fixes the depth (``NetworkSpec.layers`` ignored).
+    uses_layers: ClassVar[bool] = True
 
     @abstractmethod
     def matches(self, payload: Mapping[str, Any]) -> bool: ...

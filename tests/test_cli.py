@@ -196,3 +196,35 @@ def test_ctrl_c_keeps_finished_runs_and_the_next_call_resumes(tmp_path):
     resumed = cli("run", "--budget", "smoke", "--methods", "darts", "--seeds", "2", cwd=tmp_path)
     assert "1 completed, 1 already done, 0 failed" in resumed.stdout
     assert statuses() == ["ok", "ok"]
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is not beside the repo")
+def test_arch_info_reads_the_official_mg_darts_format(tmp_path):
+    out = cli(
+        "arch",
+        "info",
+        str(REFERENCE / "mg_darts_small_genotype.json"),
+        "--masks",
+        str(REFERENCE / "mg_darts_small_masks.pt"),
+        "--channels",
+        "24",
+        "--json",
+        cwd=tmp_path,
+    )
+    figures = json.loads(out.stdout)
+    assert figures["format"] == "mg-darts-genotype"
+    assert round(figures["params_m"], 2) == 0.70  # ALGORITHM.md G.2
+    # The released masks remove 6,940 sep/dil conv weights.
+    assert round((figures["params_m"] - figures["params_nonzero_m"]) * 1e6) == 6940
+    text = cli(
+        "arch",
+        "info",
+        str(REFERENCE / "mg_darts_small_genotype.json"),
+        "--channels",
+        "24",
+        cwd=tmp_path,
+    ).stdout
+    assert "depth from the file" in text

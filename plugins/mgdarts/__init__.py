@@ -1,0 +1,1 @@
+"""MG-DARTS (multi-granularity differentiable architecture search) for mgas_bench."""
