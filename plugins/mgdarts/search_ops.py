@@ -1,0 +1,351 @@
+"""The seven candidate operations of the MG-DARTS search space, with their gates.
+
+Follows ALGORITHM.md B.1-B.3. Every op is called as ``op(x, t_fil, t_wt)`` with the
+filter and weight thresholds of its op instance (0-d tensors owned by the cell), so
+the cell can hand each instance its own thresholds without the op holding them.
+
+* Filter gates sit after a batch norm and scale each channel by ``sigmoid(beta) * m_f``
+  with ``m_f = H(sigmoid(beta) - t_fil) * M_f`` (``M_f`` the committed mask).
+* Weight gates: each sep/dil conv uses ``W * m_w`` with ``m_w = H(|W| - t_wt) * M_w``;
+  ``M_w`` lives in the conv's ``weight_mask`` buffer (the host counts surviving weights
+  from buffers of that name).
+
+A disabled granularity (an ablation) keeps its soft scale and committed mask, but its
+hard gate is constantly 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mgas_bench.profiling import WEIGHT_MASK
+from plugins.mgdarts.gates import binary_step
+
+PRIMITIVES: tuple[str, ...] = (
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+    "avg_pool_3x3",
+    "max_pool_3x3",
+)
+# Ops that carry weight-level units and the t_fil / t_wt regulariser terms.
+CONV_PRIMITIVES: frozenset[str] = frozenset(p for p in PRIMITIVES if "conv" in p)
+
+
+def _channel_scale(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * scale[None, :, None, None]
+
+
+class FilterGate(nn.Module):
+    """Soft-scaled hard gate over the channels of one feature map.
+
+    ``thresholded=False`` is the FactorizedReduce skip inside a mixed op, which the
+    reference scales by ``sigmoid(beta) * M_f`` without a threshold (ALGORITHM.md I.10).
+    """
+
+    def __init__(self, channels: int, thresholded: bool = True, enabled: bool = True):
+        super().__init__()
+        self.thresholded = thresholded
+        self.enabled = enabled
+        self.beta = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("filter_mask", torch.ones(channels))
+
+    @property
+    def applies_threshold(self) -> bool:
+        return self.thresholded and self.enabled
+
+    def hard_gate(self, threshold: torch.Tensor | None) -> torch.Tensor:
+        """m_f: the dynamic gate times the committed mask (differentiable via the surrogate)."""
+        if not self.applies_threshold or threshold is None:
+            return self.filter_mask
+        return binary_step(torch.sigmoid(self.beta) - threshold) * self.filter_mask
+
+    def scale(self, threshold: torch.Tensor | None) -> torch.Tensor:
+        return torch.sigmoid(self.beta) * self.hard_gate(threshold)
+
+    def forward(self, x: torch.Tensor, threshold: torch.Tensor | None) -> torch.Tensor:
+        return _channel_scale(x, self.scale(threshold))
+
+    @torch.no_grad()
+    def commit(self, threshold: torch.Tensor | None) -> int:
+        """Make the dynamic gate permanent; return how many channels it newly pruned."""
+        before = int(self.filter_mask.sum())
+        self.filter_mask.copy_(self.hard_gate(threshold))
+        return before - int(self.filter_mask.sum())
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.beta.zero_()
+        self.filter_mask.fill_(1.0)
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A bias-free conv whose weights pass through the weight-level gate."""
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        enabled: bool = True,
+    ):
+        super().__init__(
+            C_in, C_out, kernel_size, stride, padding, dilation, groups=groups, bias=False
+        )
+        self.enabled = enabled
+        self.register_buffer(WEIGHT_MASK, torch.ones_like(self.weight))
+
+    def hard_gate(self, threshold: torch.Tensor | None) -> torch.Tensor:
+        """m_w = H(|W| - t_wt) * M_w, compared with raw |W| as the reference does."""
+        committed = getattr(self, WEIGHT_MASK)
+        if not self.enabled or threshold is None:
+            return committed
+        return binary_step(self.weight.abs() - threshold) * committed
+
+    def forward(self, x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.hard_gate(threshold), None)
+
+    @torch.no_grad()
+    def commit(self, threshold: torch.Tensor | None) -> int:
+        committed = getattr(self, WEIGHT_MASK)
+        before = int(committed.sum())
+        committed.copy_(self.hard_gate(threshold))
+        return before - int(committed.sum())
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        # nn.Conv2d.__init__ calls this before the buffer exists.
+        if hasattr(self, WEIGHT_MASK):
+            with torch.no_grad():
+                getattr(self, WEIGHT_MASK).fill_(1.0)
+
+
+class SearchOp(nn.Module):
+    """A candidate op; subclasses expose their gates for commits, regrowth and unit groups."""
+
+    def forward(
+        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def filter_gates(self) -> dict[str, FilterGate]:
+        """Gated channel groups by position ("mid", "out"), in forward order."""
+        return {}
+
+    def masked_convs(self) -> list[MaskedConv2d]:
+        return []
+
+    def size_proxy(self) -> torch.Tensor | int:
+        """Parameter count of the model-size proxy (ALGORITHM.md C.4); 0 for parameter-free ops."""
+        return 0
+
+    @torch.no_grad()
+    def commit(self, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None) -> tuple[int, int]:
+        """Commit filter and weight gates; return (filters, weights) newly pruned."""
+        filters = sum(gate.commit(t_fil) for gate in self.filter_gates().values())
+        weights = sum(conv.commit(t_wt) for conv in self.masked_convs())
+        return filters, weights
+
+    def reset_parameters(self) -> None:
+        """Fresh weights, zero scores and all-ones masks, as a regrown op gets (ALGORITHM.md E)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
+class SepConv(SearchOp):
+    """(ReLU, depthwise k x k, 1x1, BN, gate) twice; the first depthwise carries the stride."""
+
+    def __init__(
+        self,
+        C_in: int,
+        C_mid: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        filter_gates: bool = True,
+        weight_gates: bool = True,
+    ):
+        super().__init__()
+        pad = kernel_size // 2
+        self.dw1 = MaskedConv2d(C_in, C_in, kernel_size, stride, pad, groups=C_in)
+        self.pw1 = MaskedConv2d(C_in, C_mid, 1)
+        self.bn1 = nn.BatchNorm2d(C_mid)
+        self.gate_mid = FilterGate(C_mid, enabled=filter_gates)
+        self.dw2 = MaskedConv2d(C_mid, C_mid, kernel_size, 1, pad, groups=C_mid)
+        self.pw2 = MaskedConv2d(C_mid, C_out, 1)
+        self.bn2 = nn.BatchNorm2d(C_out)
+        self.gate_out = FilterGate(C_out, enabled=filter_gates)
+        for conv in self.masked_convs():
+            conv.enabled = weight_gates
+
+    def forward(
+        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
+    ) -> torch.Tensor:
+        x = self.pw1(self.dw1(F.relu(x), t_wt), t_wt)
+        x = self.gate_mid(self.bn1(x), t_fil)
+        x = self.pw2(self.dw2(F.relu(x), t_wt), t_wt)
+        return self.gate_out(self.bn2(x), t_fil)
+
+    def filter_gates(self) -> dict[str, FilterGate]:
+        return {"mid": self.gate_mid, "out": self.gate_out}
+
+    def size_proxy(self) -> torch.Tensor:
+        # Filter masks count, weight masks do not: the reference proxy ignores them.
+        mid = self.gate_mid.filter_mask.sum()
+        out = self.gate_out.filter_mask.sum()
+        per_mid = self.pw1.weight[0].numel() + self.dw2.weight[0].numel()
+        return self.dw1.weight.numel() + per_mid * mid + self.pw2.weight[0].numel() * out
+
+    def masked_convs(self) -> list[MaskedConv2d]:
+        return [self.dw1, self.pw1, self.dw2, self.pw2]
+
+
+class DilConv(SearchOp):
+    """ReLU, depthwise k x k with dilation 2, 1x1, BN, gate."""
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        filter_gates: bool = True,
+        weight_gates: bool = True,
+    ):
+        super().__init__()
+        dilation = 2
+        pad = dilation * (kernel_size // 2)
+        self.dw = MaskedConv2d(C_in, C_in, kernel_size, stride, pad, dilation, groups=C_in)
+        self.pw = MaskedConv2d(C_in, C_out, 1)
+        self.bn = nn.BatchNorm2d(C_out)
+        self.gate_out = FilterGate(C_out, enabled=filter_gates)
+        for conv in self.masked_convs():
+            conv.enabled = weight_gates
+
+    def forward(
+        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
+    ) -> torch.Tensor:
+        x = self.pw(self.dw(F.relu(x), t_wt), t_wt)
+        return self.gate_out(self.bn(x), t_fil)
+
+    def filter_gates(self) -> dict[str, FilterGate]:
+        return {"out": self.gate_out}
+
+    def masked_convs(self) -> list[MaskedConv2d]:
+        return [self.dw, self.pw]
+
+    def size_proxy(self) -> torch.Tensor:
+        return self.dw.weight.numel() + self.pw.weight[0].numel() * self.gate_out.filter_mask.sum()
+
+
+class Pool(SearchOp):
+    """3x3 pooling with padding 1; no batch norm in the search space (ALGORITHM.md B.1)."""
+
+    def __init__(self, kind: str, stride: int):
+        super().__init__()
+        if kind == "avg":
+            self.pool: nn.Module = nn.AvgPool2d(3, stride, padding=1, count_include_pad=False)
+        elif kind == "max":
+            self.pool = nn.MaxPool2d(3, stride, padding=1)
+        else:
+            raise ValueError(f"unknown pool kind {kind!r}; expected 'avg' or 'max'")
+
+    def forward(
+        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.pool(x)
+
+
+class Identity(SearchOp):
+    def forward(
+        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
+    ) -> torch.Tensor:
+        return x
+
+
+class FactorizedReduce(nn.Module):
+    """ReLU, two offset 1x1 stride-2 convs (each to half the channels), concat, BN."""
+
+    def __init__(self, C_in: int, C_out: int):
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even channel count, got {C_out}")
+        self.conv1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        # Padding the shifted path back to the input size keeps both halves the same
+        # size for odd inputs; for even inputs the padded row/column is never sampled.
+        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        return self.bn(torch.cat([self.conv1(x), self.conv2(shifted)], dim=1))
+
+
+class SkipReduce(SearchOp):
+    """``skip_connect`` on a stride-2 edge: FactorizedReduce with an unthresholded gate."""
+
+    def __init__(self, C_in: int, C_out: int, filter_gates: bool = True):
+        super().__init__()
+        self.reduce = FactorizedReduce(C_in, C_out)
+        self.gate_out = FilterGate(C_out, thresholded=False, enabled=filter_gates)
+
+    def forward(
+        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.gate_out(self.reduce(x), None)
+
+    def filter_gates(self) -> dict[str, FilterGate]:
+        return {"out": self.gate_out}
+
+    def size_proxy(self) -> int:
+        # The reference counts c^2 for a stride-2 skip (its two convs hold c_in * c/2 each).
+        return self.reduce.conv1.in_channels * self.reduce.bn.num_features
+
+
+class ReLUConvBN(nn.Module):
+    def __init__(self, C_in: int, C_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(C_in, C_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(C_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(F.relu(x)))
+
+
+class Preprocess(nn.Module):
+    """A cell input's 1x1 ReLU-Conv-BN (or FactorizedReduce) followed by a thresholded gate."""
+
+    def __init__(self, C_in: int, C_out: int, reduce: bool, filter_gates: bool = True):
+        super().__init__()
+        self.op: nn.Module = FactorizedReduce(C_in, C_out) if reduce else ReLUConvBN(C_in, C_out)
+        self.gate = FilterGate(C_out, enabled=filter_gates)
+
+    def forward(self, x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.op(x), threshold)
+
+
+def make_search_op(
+    name: str, C: int, stride: int, filter_gates: bool = True, weight_gates: bool = True
+) -> SearchOp:
+    """Build candidate ``name`` on a C-channel edge; all widths equal C before any shrink."""
+    if name == "skip_connect":
+        return Identity() if stride == 1 else SkipReduce(C, C, filter_gates)
+    if name.startswith("sep_conv_"):
+        k = int(name[-1])
+        return SepConv(C, C, C, k, stride, filter_gates, weight_gates)
+    if name.startswith("dil_conv_"):
+        k = int(name[-1])
+        return DilConv(C, C, k, stride, filter_gates, weight_gates)
+    if name in ("avg_pool_3x3", "max_pool_3x3"):
+        return Pool(name[:3], stride)
+    raise ValueError(f"unknown primitive {name!r}; known: {', '.join(PRIMITIVES)}")
