@@ -111,7 +111,8 @@ def execute_run(
         for handler in list(log.handlers):
             handler.close()
             log.removeHandler(handler)
-    hook.run_finished(run=info, record=record)
+        # Also on Ctrl-C, so observers can close what they opened.
+        hook.run_finished(run=info, record=record)
     return record
 
 
