@@ -22,16 +22,8 @@ from torch import nn
 
 from mgas_bench.profiling import WEIGHT_MASK
 from plugins.mgdarts.gates import binary_step
+from plugins.mgdarts.genotype import PRIMITIVES
 
-PRIMITIVES: tuple[str, ...] = (
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-    "avg_pool_3x3",
-    "max_pool_3x3",
-)
 # Ops that carry weight-level units and the t_fil / t_wt regulariser terms.
 CONV_PRIMITIVES: frozenset[str] = frozenset(p for p in PRIMITIVES if "conv" in p)
 
