@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgas_bench.profiling import WEIGHT_MASK
+from plugins.mgdarts.eval_ops import FactorizedReduce
 from plugins.mgdarts.gates import binary_step
 from plugins.mgdarts.genotype import PRIMITIVES
 
@@ -264,25 +265,6 @@ class Identity(SearchOp):
         return x
 
 
-class FactorizedReduce(nn.Module):
-    """ReLU, two offset 1x1 stride-2 convs (each to half the channels), concat, BN."""
-
-    def __init__(self, C_in: int, C_out: int):
-        super().__init__()
-        if C_out % 2:
-            raise ValueError(f"FactorizedReduce needs an even channel count, got {C_out}")
-        self.conv1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(C_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
-        # Padding the shifted path back to the input size keeps both halves the same
-        # size for odd inputs; for even inputs the padded row/column is never sampled.
-        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv1(x), self.conv2(shifted)], dim=1))
-
-
 class SkipReduce(SearchOp):
     """``skip_connect`` on a stride-2 edge: FactorizedReduce with an unthresholded gate."""
 
@@ -301,7 +283,7 @@ class SkipReduce(SearchOp):
 
     def size_proxy(self) -> int:
         # The reference counts c^2 for a stride-2 skip (its two convs hold c_in * c/2 each).
-        return self.reduce.conv1.in_channels * self.reduce.bn.num_features
+        return self.reduce.conv_1.in_channels * self.reduce.bn.num_features
 
 
 class ReLUConvBN(nn.Module):
