@@ -15,7 +15,13 @@ from mgas_bench.components import (
     DataNotFoundError,
     UnknownComponentError,
 )
-from mgas_bench.config import ConfigError, expand_suite, load_suite, parse_assignments
+from mgas_bench.config import (
+    ConfigError,
+    expand_suite,
+    load_suite,
+    parse_assignments,
+    parse_suite,
+)
 from mgas_bench.registry import PluginError, Registry, build_registry
 
 # Errors that are the user's to fix: shown as one clear line, no traceback.
@@ -166,7 +172,8 @@ def run(
         if not dot:
             raise ConfigError(f"--option {key}=...: expected METHOD.KEY=VALUE")
         spec["options"].setdefault(method, {})[option] = value
-    configs = expand_suite(load_suite_from(spec), registry)
+    overridden = parse_suite(spec, source="suite (after command-line overrides)")
+    configs = expand_suite(overridden, registry)
     if not configs:
         raise ConfigError("the suite expands to no runs (no available methods?)")
     click.echo(f"{len(configs)} run(s); results in {results}/")
@@ -188,12 +195,6 @@ def run(
     )
     if report.failed:
         sys.exit(1)
-
-
-def load_suite_from(spec: dict[str, Any]):
-    from mgas_bench.config import parse_suite
-
-    return parse_suite(spec, source="suite (after command-line overrides)")
 
 
 def _split(value: str) -> list[str]:
