@@ -115,12 +115,10 @@ class _Search:
         lam = AdaptiveLambda(float(opts["lam0"]), float(opts["c0"]), int(opts["n_thre"]))
         start_size, start_ops = model.size_proxy(end), model.num_alive_ops(end)
         target = float(opts["stage_target"]) * start_size
-        for _ in range(min(int(opts["warmup_epochs"]), self.epochs_per_stage - 1)):
+        warmup = min(int(opts["warmup_epochs"]), self.epochs_per_stage - 1)
+        for _ in range(warmup):
             self._epoch(end, own_cells, head, optimisers, lam=0.0, weights_only=True)
-        budget_left = self.epochs_per_stage - min(
-            int(opts["warmup_epochs"]), self.epochs_per_stage - 1
-        )
-        for _ in range(budget_left):
+        for _ in range(self.epochs_per_stage - warmup):
             ce, r_op = self._epoch(end, own_cells, head, optimisers, lam.lam, weights_only=False)
             if adaptive:
                 pruned = model.commit(upto=end)["operation"]
