@@ -208,15 +208,23 @@ def _split(value: str) -> list[str]:
     default=Path("results"),
     show_default=True,
 )
-def leaderboard(results: Path) -> None:
+@click.option(
+    "--against",
+    metavar="VARIANT",
+    help="Also write ablation.md: every variant against this one, with differences.",
+)
+def leaderboard(results: Path, against: str | None) -> None:
     """Rebuild the leaderboard tables and plot from the runs stored under RESULTS."""
     from mgas_bench.leaderboard import write_leaderboard
 
-    files = write_leaderboard(results)
+    files = write_leaderboard(results, against=against)
     for folder, why in files.stored.unreadable:
         click.echo(f"skipped unreadable record in {folder}: {why}", err=True)
     click.echo(files.markdown.read_text())
-    click.echo(f"wrote {files.markdown}, {files.csv}" + (f", {files.plot}" if files.plot else ""))
+    if files.ablation:
+        click.echo(files.ablation.read_text())
+    written = [files.markdown, files.csv, files.plot, files.ablation]
+    click.echo("wrote " + ", ".join(str(path) for path in written if path))
 
 
 @main.group()
@@ -270,7 +278,13 @@ def arch_info(
         click.echo(json.dumps(figures))
         return
     depth = f"{layers} layers" if getattr(fmt, "uses_layers", True) else "depth from the file"
-    click.echo(f"{arch_file} ({fmt.name}) on {dataset}, {channels} channels, {depth}:")
+    # An architecture that records the width it was searched at is built at that width.
+    width = (
+        f"{payload['init_channels']} channels (from the file)"
+        if "init_channels" in payload
+        else f"{channels} channels"
+    )
+    click.echo(f"{arch_file} ({fmt.name}) on {dataset}, {width}, {depth}:")
     click.echo(f"  parameters: {figures['params_m']:.3f} M (auxiliary head excluded)")
     if figures["params_nonzero_m"] != figures["params_m"]:
         click.echo(f"  surviving:  {figures['params_nonzero_m']:.3f} M (weights not masked out)")

@@ -135,13 +135,53 @@ class SearchSpace(ABC):
     def build(self, spec: SupernetSpec, options: Mapping[str, Any]) -> Supernet: ...
 
 
+class UnitGates(ABC):
+    """Learnable gates a granularity attaches to a supernet, so a pruning search decides its units.
+
+    :meth:`Granularity.attach` returns one. The gates act in the supernet's forward pass
+    (typically through forward hooks) as ``score * discretize(group) * mask`` per unit,
+    where ``discretize`` is the search's discretizer for this granularity. Their score and
+    threshold parameters stay outside the supernet's module tree, so a method adds them
+    to its optimisers explicitly and never mistakes them for network weights.
+    """
+
+    granularity: str
+
+    @abstractmethod
+    def groups(self) -> list[UnitGroup]:
+        """Groups with live ``scores``, the committed ``mask`` (a view) and, in ``meta``,
+        the learnable ``"threshold"`` and, for cell-based spaces, the ``"cell"`` index."""
+
+    @abstractmethod
+    def score_parameters(self) -> list[nn.Parameter]: ...
+
+    @abstractmethod
+    def threshold_parameters(self) -> list[nn.Parameter]: ...
+
+    @abstractmethod
+    def use_discretizer(self, discretize: Callable[[UnitGroup], torch.Tensor]) -> None:
+        """Gate units with ``discretize`` from now on (until it is called again)."""
+
+    @abstractmethod
+    def commit(self, groups: list[UnitGroup]) -> int:
+        """Multiply the masks of ``groups`` by the current decision; return units newly pruned.
+
+        Pruning a unit may prune what depends on it (for example the operations of a
+        pruned edge) through the supernet's own unit groups.
+        """
+
+    @abstractmethod
+    def detach(self) -> None:
+        """Remove the gates from the supernet."""
+
+
 class Granularity(ABC):
     """A kind of searchable unit (operations, filters, weights, or a plugin's own).
 
     The default asks the supernet for its groups, which suits the granularities a
     search space knows natively. A plugin granularity can instead find its units
-    by walking the module tree (and gate them with forward hooks), so it works on
-    search spaces that have never heard of it.
+    by walking the module tree, and make them searchable with :meth:`attach`, so it
+    works on search spaces that have never heard of it.
     """
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("name", "description", "unit_groups")
@@ -152,9 +192,26 @@ class Granularity(ABC):
         groups = getattr(supernet, "unit_groups", None)
         return groups(self.name) if groups else []
 
+    def attach(self, supernet: nn.Module) -> UnitGates | None:
+        """Add learnable gates for this granularity's units to ``supernet``.
+
+        ``None`` (the default) means the search space gates these units natively, or
+        not at all; a pruning search then cannot use this granularity on a supernet
+        that does not know it.
+        """
+        return None
+
 
 class Discretizer(ABC):
-    """Turns the scores of one unit group into a hard keep/prune decision."""
+    """Turns the scores of one unit group into a keep/prune decision.
+
+    Two kinds exist. A derivation (DARTS's top-2) returns a bool tensor. A learnable
+    discretization function returns a float tensor of 0s and 1s that stays
+    differentiable (through a surrogate gradient) with respect to ``group.scores`` and
+    the learnable tensors the search space puts in ``group.meta`` (``"threshold"``), so
+    a pruning search can learn it along with the architecture. Callers that need a
+    hard decision compare the result with 0.
+    """
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("name", "description", "granularity", "discretize")
     name: str
@@ -163,7 +220,7 @@ class Discretizer(ABC):
 
     @abstractmethod
     def discretize(self, group: UnitGroup, options: Mapping[str, Any]) -> torch.Tensor:
-        """Return a bool tensor shaped like ``group.scores`` (True = keep)."""
+        """A tensor shaped like ``group.scores``: True or 1 = keep."""
 
 
 @dataclass(frozen=True)
@@ -348,7 +405,8 @@ class UnknownComponentError(LookupError):
     def __init__(self, kind: str, name: str, known: list[str]):
         self.kind, self.name, self.known = kind, name, known
         listing = ", ".join(sorted(known)) or "(none registered)"
-        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {listing}")
+        plural = f"{kind[:-1]}ies" if kind.endswith("y") else f"{kind}s"
+        super().__init__(f"unknown {kind} {name!r}; known {plural}: {listing}")
 
 
 # The component kinds, in the order `mgas-bench plugins` lists them.

@@ -89,7 +89,11 @@ def epoch_ended(run: RunInfo, phase: str, epoch: int, metrics: dict[str, float])
 
 @hookspec
 def stage_ended(run: RunInfo, stage: int, metrics: dict[str, float]) -> None:
-    """A multi-stage method finished search stage ``stage`` (counting from 1)."""
+    """A multi-stage method finished search stage ``stage`` (counting from 1).
+
+    Stage 0 is a phase over the whole network after the numbered stages, where a
+    method has one (for example a final pruning phase over every cell).
+    """
 
 
 @hookspec

@@ -14,13 +14,17 @@ GROUP = ["dataset", "method", "variant"]
 COLUMNS = [
     ("test_accuracy", "test acc (%)", 100.0),
     ("params_m", "params (M)", 1.0),
+    ("params_nonzero_m", "surviving params (M)", 1.0),
     ("macs_m", "MACs (M)", 1.0),
     ("search_seconds", "search (s)", 1.0),
     ("search_peak_mem_mb", "search mem (MB)", 1.0),
 ]
+# Metrics that older records may lack, and the metric that stands in for them.
+FALLBACK = {"params_nonzero_m": "params_m"}
 NOTE = (
     "Mean ± standard deviation over seeds (n = number of seeds). Parameters exclude the "
-    "auxiliary head (DARTS's convention); MACs are for one image. Search time is the wall "
+    "auxiliary head (DARTS's convention); surviving parameters leave out weights that a "
+    "weight mask removes. MACs are for one image. Search time is the wall "
     "clock of one search run (not the sum of repeated searches); search memory is the peak "
     "the search added on top of what the process already held (resident memory on CPU, "
     "allocated memory on CUDA)."
@@ -46,7 +50,13 @@ def load_runs(results: Path) -> StoredRuns:
         try:
             row = {key: record[key] for key in ("run_id", "method", "dataset", "seed")}
             row["variant"] = record.get("variant", "default")
-            row.update({metric: float(record["metrics"][metric]) for metric, _, _ in COLUMNS})
+            metrics = record["metrics"]
+            row.update(
+                {
+                    metric: float(metrics.get(metric, metrics.get(FALLBACK.get(metric, metric))))
+                    for metric, _, _ in COLUMNS
+                }
+            )
         except (KeyError, TypeError, ValueError) as exc:
             unreadable.append((folder, f"missing or bad field {exc}"))
             continue
@@ -70,12 +80,45 @@ def to_markdown(table: pd.DataFrame) -> str:
     shown = table[[*GROUP, "n"]].copy()
     for metric, heading, scale in COLUMNS:
         mean, std = table[f"{metric}_mean"] * scale, table[f"{metric}_std"] * scale
-        digits = 2 if metric != "params_m" else 3
+        digits = 3 if metric.startswith("params") else 2
         shown[heading] = [
             f"{m:.{digits}f} ± {s:.{digits}f}" if pd.notna(s) else f"{m:.{digits}f}"
             for m, s in zip(mean, std, strict=True)
         ]
     return shown.to_markdown(index=False)
+
+
+def ablation_table(table: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each variant against ``reference`` of the same method and data set: the ablation view.
+
+    Accuracy changes are in percentage points; size, time and memory changes in percent
+    of the reference. Methods without a ``reference`` variant are left out.
+    """
+    rows = []
+    for _, group in table.groupby(["dataset", "method"], sort=True):
+        base = group[group["variant"] == reference]
+        if base.empty:
+            continue
+        base = base.iloc[0]
+        for _, row in group.iterrows():
+            shown = {key: row[key] for key in [*GROUP, "n"]}
+            acc, acc_std = 100 * row["test_accuracy_mean"], 100 * row["test_accuracy_std"]
+            shown["test acc (%)"] = (
+                f"{acc:.2f} ± {acc_std:.2f}" if pd.notna(acc_std) else f"{acc:.2f}"
+            )
+            shown["Δ acc (pts)"] = f"{acc - 100 * base['test_accuracy_mean']:+.2f}"
+            for metric, heading, short in [
+                ("params_m", "params (M)", "params"),
+                ("params_nonzero_m", "surviving (M)", "surviving"),
+                ("search_seconds", "search (s)", "time"),
+                ("search_peak_mem_mb", "search mem (MB)", "mem"),
+            ]:
+                value, ref = row[f"{metric}_mean"], base[f"{metric}_mean"]
+                digits = 3 if metric.startswith("params") else 1
+                shown[heading] = f"{value:.{digits}f}"
+                shown[f"Δ {short} (%)"] = f"{100 * (value / ref - 1):+.0f}" if ref else "n/a"
+            rows.append(shown)
+    return pd.DataFrame(rows)
 
 
 def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
@@ -149,9 +192,13 @@ class LeaderboardFiles:
     plot: Path | None
     table: pd.DataFrame
     stored: StoredRuns
+    ablation: Path | None = None
 
 
-def write_leaderboard(results: Path, out_dir: Path | None = None) -> LeaderboardFiles:
+def write_leaderboard(
+    results: Path, out_dir: Path | None = None, against: str | None = None
+) -> LeaderboardFiles:
+    """Write the tables and plot; with ``against``, also ``ablation.md`` (see ablation_table)."""
     out_dir = out_dir or results
     stored = load_runs(results)
     table = summarise(stored.runs)
@@ -166,4 +213,19 @@ def write_leaderboard(results: Path, out_dir: Path | None = None) -> Leaderboard
     table.to_csv(csv, index=False)
     if len(table):
         plot(table, png)
-    return LeaderboardFiles(markdown, csv, png if len(table) else None, table, stored)
+    ablation = None
+    if against is not None:
+        ablation = out_dir / "ablation.md"
+        deltas = ablation_table(table, against) if len(table) else pd.DataFrame()
+        body = (
+            # Keep the signs and decimals as formatted: tabulate would re-parse numbers.
+            deltas.to_markdown(index=False, disable_numparse=True)
+            if len(deltas)
+            else f"(no method has a variant named {against!r})"
+        )
+        ablation.write_text(
+            f"# Ablations against the {against!r} variant\n\n{body}\n\n"
+            f"Δ: change against {against!r} of the same method (accuracy in percentage "
+            f"points, the rest in percent). {NOTE}\n"
+        )
+    return LeaderboardFiles(markdown, csv, png if len(table) else None, table, stored, ablation)

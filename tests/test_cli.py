@@ -71,7 +71,7 @@ def test_plugins_lists_builtins_and_the_third_party_plugin(tmp_path):
     third = by_name[("discretizer", "darts-noskip")]
     assert (third["package"], third["version"], third["plugin"]) == (
         "mgas-example-plugin",
-        "0.3.0",
+        "0.4.0",
         "example",
     )
     assert by_name[("granularity", "edge")]["package"] == "mgas-example-plugin"

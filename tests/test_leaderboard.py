@@ -5,7 +5,13 @@ import math
 import pandas as pd
 import pytest
 
-from mgas_bench.leaderboard import load_runs, pareto_front, summarise, write_leaderboard
+from mgas_bench.leaderboard import (
+    ablation_table,
+    load_runs,
+    pareto_front,
+    summarise,
+    write_leaderboard,
+)
 from mgas_bench.records import write_json_atomic
 
 
@@ -84,3 +90,25 @@ def test_empty_results_folder(tmp_path):
     files = write_leaderboard(tmp_path)
     assert "no completed runs" in files.markdown.read_text()
     assert files.plot is None
+
+
+def test_ablation_table_compares_each_variant_with_the_reference(tmp_path):
+    _store(tmp_path, "f0", "m", 0, 0.98, 0.10, variant="full")
+    _store(tmp_path, "f1", "m", 1, 0.96, 0.10, variant="full")
+    _store(tmp_path, "n0", "m", 0, 0.95, 0.05, variant="no-x")
+    _store(tmp_path, "o0", "other", 0, 0.50, 1.0)  # no "full" variant: left out
+    files = write_leaderboard(tmp_path, against="full")
+    table = ablation_table(summarise(load_runs(tmp_path).runs), "full")
+    assert set(table["method"]) == {"m"}
+    row = table[table["variant"] == "no-x"].iloc[0]
+    assert row["Δ acc (pts)"] == "-2.00"  # 95 against the mean of 98 and 96
+    assert row["Δ params (%)"] == "-50"
+    assert row["Δ time (%)"] == "-9"  # 5 s against the mean of 5 s and 6 s
+    assert row["Δ mem (%)"] == "+0"
+    assert table[table["variant"] == "full"].iloc[0]["Δ acc (pts)"] == "+0.00"
+    assert "no-x" in files.ablation.read_text()
+
+
+def test_records_without_surviving_parameters_count_all_parameters(results):
+    table = summarise(load_runs(results).runs)
+    assert (table["params_nonzero_m_mean"] == table["params_m_mean"]).all()

@@ -1,4 +1,4 @@
-"""The MG-DARTS search loop end to end on a tiny supernet (the method is not registered yet)."""
+"""The MG-DARTS search loop end to end on a tiny supernet."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mgas_bench.components import Architecture, DataRequest, SearchBudget, SearchContext
+from mgas_bench.components import (
+    Architecture,
+    DataRequest,
+    SearchBudget,
+    SearchContext,
+    UnknownComponentError,
+)
 from mgas_bench.data import search_data
 from mgas_bench.evaluation import measure_network, network_spec
 from plugins.mgdarts.arch_format import MGDartsGenotypeFormat
 from plugins.mgdarts.method import MGDarts
+from plugins.mgdarts.supernet import MGSupernet
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +36,7 @@ def _search(digits, registry, tmp_path, seed=0, **options):
     options = {**FAST, **options}
     method = MGDarts()
     stages: list[tuple[int, dict]] = []
-    budget = SearchBudget(epochs=12, batch_size=64, cells=3, channels=4, max_steps_per_epoch=3)
+    budget = SearchBudget(epochs=8, batch_size=64, cells=3, channels=4, max_steps_per_epoch=3)
     torch.manual_seed(seed)
     ctx = SearchContext(
         method=method.name,
@@ -46,37 +54,95 @@ def _search(digits, registry, tmp_path, seed=0, **options):
     return method.search(ctx), stages
 
 
-def test_multi_stage_search_prunes_regrows_and_exports(digits, registry, tmp_path):
-    result, stages = _search(digits, registry, tmp_path)
-    assert [s for s, _ in stages] == [1, 2, 3]
+@pytest.fixture(scope="module")
+def full_run(digits, registry, tmp_path_factory):
+    """One default 3-stage search, watched: regrowth calls are recorded."""
+    calls: list[tuple[int, int, int]] = []
+    original = MGSupernet.regrow
+
+    def regrow(self, cell, edge, op):
+        calls.append((cell, edge, op))
+        return original(self, cell, edge, op)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MGSupernet, "regrow", regrow)
+        result, stages = _search(digits, registry, tmp_path_factory.mktemp("full"))
+    return result, stages, calls
+
+
+def test_multi_stage_search_prunes_regrows_shrinks_and_exports(full_run, digits):
+    result, stages, _ = full_run
+    assert [s for s, _ in stages] == [1, 2, 3, 0]  # 0: the global phase
     assert result.metrics["alive_ops"] < 3 * 14 * 7  # something was pruned
-    assert result.metrics["regrown_ops"] >= 1  # regrowth after stages 2 and 3
+    assert any(m["params"] < m["params_before_shrink"] for _, m in stages)  # D.5 shrank
     arch = result.architecture
     fmt = MGDartsGenotypeFormat()
     fmt.validate(arch.payload)
+    assert arch.payload["init_channels"] == 4
     assert len(arch.payload["cells"]) == 3
     assert [len(ops) for ops in arch.payload["cells"]] == [len(m) for m in arch.tensors]
-    spec = network_spec(digits.info, channels=4, layers=3, auxiliary=True)
-    model = fmt.build_network(arch, spec)  # validates every mask against its conv's shape
+    widths = {op["channels"][0] for ops in arch.payload["cells"] for op in ops}
+    assert widths - {4, 8, 16}  # per-op channel counts, narrower than the supernet's
+
+    # ALGORITHM.md J.7: the evaluation network builds from the export (every mask is
+    # checked against its conv), trains with aux loss and drop-path, and masked weights
+    # stay exactly zero.
+    model = fmt.build_network(arch, network_spec(digits.info, 99, 3, auxiliary=True))
     figures = measure_network(model, digits.info)
     assert figures["params_nonzero_m"] <= figures["params_m"]
-    logits, aux = model.train()(torch.randn(4, 1, 8, 8))
-    assert logits.shape == (4, 10) and aux.shape == (4, 10)
+    model.train()
+    model.drop_path_prob = 0.2
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    logits, aux = model(x)
+    loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)
+    loss.backward()
+    optimiser.step()
+    for conv in (m for m in model.modules() if hasattr(m, "weight_mask")):
+        assert bool((conv.weight[conv.weight_mask == 0] == 0).all())
 
 
-def test_same_seed_same_architecture(digits, registry, tmp_path):
-    first, _ = _search(digits, registry, tmp_path, seed=3)
-    second, _ = _search(digits, registry, tmp_path, seed=3)
+def test_regrowth_revives_pruned_ops(full_run):
+    result, stages, calls = full_run
+    assert len(calls) == result.metrics["regrown_ops"] >= 1
+    assert stages[0][1]["regrown_ops"] == 0  # never after stage 1 (ALGORITHM.md D.2)
+
+
+def test_global_phase_re_prunes_the_whole_network(full_run, digits, registry, tmp_path):
+    _, stages, _ = full_run
+    global_stats = dict(stages)[0]
+    assert global_stats["size_proxy"] < global_stats["size_proxy_start"]
+    _, without = _search(digits, registry, tmp_path, global_phase=False)
+    assert 0 not in dict(without)
+
+
+def test_same_seed_same_architecture(full_run, digits, registry, tmp_path):
+    first = full_run[0]
+    second, _ = _search(digits, registry, tmp_path)
     assert first.architecture.payload == second.architecture.payload
     for a, b in zip(first.architecture.tensors, second.architecture.tensors, strict=True):
         for ma, mb in zip(a, b, strict=True):
             assert all(torch.equal(x, y) for x, y in zip(ma, mb, strict=True))
 
 
-def test_regrowth_off_never_revives_an_op(digits, registry, tmp_path):
+def _spy_regrowth(monkeypatch) -> list[tuple[int, int, int]]:
+    calls: list[tuple[int, int, int]] = []
+    original = MGSupernet.regrow
+
+    def regrow(self, cell, edge, op):
+        calls.append((cell, edge, op))
+        return original(self, cell, edge, op)
+
+    monkeypatch.setattr(MGSupernet, "regrow", regrow)
+    return calls
+
+
+def test_regrowth_off_never_revives_an_op(digits, registry, tmp_path, monkeypatch):
+    calls = _spy_regrowth(monkeypatch)
     result, stages = _search(digits, registry, tmp_path, regrowth=False)
+    assert calls == []
     assert result.metrics["regrown_ops"] == 0
-    assert all(m["regrown_ops"] == 0 for _, m in stages)
+    assert all(m.get("regrown_ops", 0) == 0 for _, m in stages)
 
 
 def test_fixed_ratio_pruning_keeps_lambda_at_zero(digits, registry, tmp_path):
@@ -85,7 +151,51 @@ def test_fixed_ratio_pruning_keeps_lambda_at_zero(digits, registry, tmp_path):
     assert stages[0][1]["pruned_ops"] > 0  # the fixed ratio prunes even with λ = 0
 
 
+def test_operations_only_prunes_no_filter_and_no_weight(digits, registry, tmp_path):
+    result, _ = _search(digits, registry, tmp_path, granularities=["operation"], shrink=False)
+    assert result.metrics["alive_ops"] < 3 * 14 * 7
+    masks = [t for cell in result.architecture.tensors for op in cell for t in op]
+    assert masks and all(bool((m == 1).all()) for m in masks)
+    full, _ = _search(digits, registry, tmp_path, shrink=False)
+    full_masks = [t for cell in full.architecture.tensors for op in cell for t in op]
+    assert any(bool((m == 0).any()) for m in full_masks)
+
+
 def test_single_stage_searches_the_whole_supernet(digits, registry, tmp_path):
     result, stages = _search(digits, registry, tmp_path, stages=1)
-    assert [s for s, _ in stages] == [1]
+    assert [s for s, _ in stages] == [1, 0]
     assert isinstance(result.architecture, Architecture)
+
+
+def test_a_plugin_granularity_takes_part_in_the_search(digits, registry, tmp_path):
+    """The example plugin's ``edge`` granularity, attached through the hooks alone."""
+    result, _ = _search(
+        digits,
+        registry,
+        tmp_path,
+        granularities=["operation", "filter", "weight", "edge"],
+        threshold_init={**FAST["threshold_init"], "edge": 0.49},
+        discretizers={"edge": "edge-threshold"},  # the plugin also registers edge-top1
+    )
+    total_edges = 3 * 14
+    alive_edges = result.metrics["alive_edge_units"]
+    assert 4 * 3 <= alive_edges < total_edges  # some pruned, every node keeps one
+    # A pruned edge's operations are gone from the exported architecture.
+    used = {
+        (c, op["input"], op["output"])
+        for c, ops in enumerate(result.architecture.payload["cells"])
+        for op in ops
+    }
+    assert len(used) <= alive_edges
+
+
+def test_discretizers_are_looked_up_by_name(digits, registry, tmp_path):
+    with pytest.raises(UnknownComponentError, match="mg-threshold-operation"):
+        _search(digits, registry, tmp_path, discretizers={"operation": "no-such"})
+    with pytest.raises(ValueError, match="decides 'operation' units, not 'filter'"):
+        _search(digits, registry, tmp_path, discretizers={"filter": "mg-threshold-operation"})
+
+
+def test_an_unknown_granularity_lists_the_known_ones(digits, registry, tmp_path):
+    with pytest.raises(UnknownComponentError, match="known granularities: edge, filter"):
+        _search(digits, registry, tmp_path, granularities=["operation", "no-such"])

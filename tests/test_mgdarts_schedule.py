@@ -79,3 +79,10 @@ def test_choices_are_pruned_edges_never_twice_and_reproducible():
 def test_stage_head_takes_any_input_size(size):
     head = StageHead(16, 10, feature_size=size)
     assert head(torch.randn(3, 16, size, size)).shape == (3, 10)
+
+
+def test_lambda_can_start_at_a_given_value():
+    lam = AdaptiveLambda(lam0=0.5, lam_start=0.5)
+    assert lam.lam == 0.5
+    lam.update(pruned=0, ce_avg=10.0, sparsity_avg=1.0)
+    assert lam.lam == 0.5 + 0.5 * 4

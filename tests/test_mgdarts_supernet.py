@@ -409,3 +409,51 @@ def test_construction_is_deterministic_under_a_seed():
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+# ------------------------------------------------------------------ discretizers
+
+
+def test_gates_call_the_discretizers_they_are_given():
+    net = make_net()
+    seen: dict[str, int] = {"operation": 0, "filter": 0, "weight": 0}
+
+    def prune_all(granularity):
+        def discretize(group):
+            seen[granularity] += 1
+            assert group.meta["threshold"] is not None
+            return torch.zeros_like(group.scores)
+
+        return discretize
+
+    net.use_discretizers({g: prune_all(g) for g in seen})
+    x, _ = batch()
+    net(x)
+    assert all(count > 0 for count in seen.values())
+    cell = net.cells[0]
+    gates = cell.op_gates()
+    # Everything is gated off, so only the keep-one rule keeps each node alive.
+    assert [int(gates[rows].sum()) for rows in NODE_SLICES] == [1, 1, 1, 1]
+    sep = cell.op(0, SEP3)
+    assert sep.gate_mid.hard_gate(cell.t_fil[0, SEP3]).sum() == 0
+    assert sep.dw1.hard_gate(cell.t_wt[0, SEP3]).sum() == 0
+
+
+def test_use_discretizers_refuses_a_granularity_it_cannot_gate():
+    with pytest.raises(ValueError, match="no native gates for granularity"):
+        make_net().use_discretizers({"edge": lambda group: group.scores})
+
+
+def test_learned_threshold_is_the_hard_step_of_score_minus_threshold():
+    from mgas_bench.components import UnitGroup
+    from plugins.mgdarts.discretizers import LearnedThreshold
+
+    threshold = torch.tensor(0.5, requires_grad=True)
+    scores = torch.tensor([0.2, 0.6, 0.9])
+    group = UnitGroup("g", "filter", scores, torch.ones(3), meta={"threshold": threshold})
+    gate = LearnedThreshold("filter").discretize(group, {})
+    assert gate.tolist() == [0.0, 1.0, 1.0]
+    gate.sum().backward()
+    assert threshold.grad is not None and threshold.grad < 0  # raising t closes gates
+    with pytest.raises(ValueError, match="needs a learnable threshold"):
+        LearnedThreshold("filter").discretize(UnitGroup("g", "filter", scores, torch.ones(3)), {})

@@ -29,7 +29,9 @@ class MGDartsGenotypeFormat(ArchitectureFormat):
     ``Architecture.tensors`` carries the weight masks in the official nested
     layout ``[cell][op][conv]`` (``None`` builds a dense network). The number of
     cells comes from the genotype, since every cell is different: ``spec.layers``
-    is ignored, while ``spec.channels`` is ``C`` (the stem has ``3C`` channels).
+    is ignored, and so is ``spec.channels`` when the genotype records the stem width
+    it was searched with (``init_channels``, written by ``mg-darts``); otherwise
+    ``spec.channels`` is ``C`` (the stem has ``3C`` channels), as for the official files.
     """
 
     name = "mg-darts-genotype"
@@ -69,7 +71,7 @@ class MGDartsGenotypeFormat(ArchitectureFormat):
                 f"unknown network_style {spec.network_style!r}; expected 'cifar' or 'imagenet'"
             )
         return MGNetworkCIFAR(
-            spec.channels,
+            int(arch.payload.get("init_channels", spec.channels)),
             spec.num_classes,
             MGGenotype.from_json(arch.payload),
             spec.auxiliary,

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from mgas_bench.components import UnitGroup
+
 # Breakpoints of the surrogate: a triangle of height 2 near zero, a plateau of 0.4 out
 # to |z| = 1 (continuous at 0.4, since 2 - 4 * 0.4 = 0.4), and nothing beyond.
 _PEAK_WIDTH = 0.4
@@ -42,3 +44,13 @@ class BinaryStep(torch.autograd.Function):
 
 def binary_step(z: torch.Tensor) -> torch.Tensor:
     return BinaryStep.apply(z)
+
+
+def threshold_gate(group: UnitGroup) -> torch.Tensor:
+    """H(scores - threshold): the discretization function every MG-DARTS gate starts with.
+
+    The supernet's gates call whatever discretizer the search hands them
+    (:meth:`plugins.mgdarts.supernet.MGSupernet.use_discretizers`); this is the default,
+    so a supernet built on its own behaves as the reference.
+    """
+    return binary_step(group.scores - group.meta["threshold"])

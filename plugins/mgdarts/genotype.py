@@ -52,7 +52,8 @@ STATES = INPUT_STATES + NODES
 DEFAULT_CONCAT: tuple[int, ...] = tuple(range(INPUT_STATES, STATES))
 
 REQUIRED_KEYS: tuple[str, ...] = ("cells",)
-OPTIONAL_KEYS: tuple[str, ...] = ("format", "primitives", "concat", "source")
+# init_channels: the stem width C the cells were searched with (the stem has 3C channels).
+OPTIONAL_KEYS: tuple[str, ...] = ("format", "primitives", "concat", "source", "init_channels")
 OP_KEYS: tuple[str, ...] = ("op", "input", "output", "channels")
 
 KERNEL_SIZES: dict[str, int] = {
@@ -223,6 +224,12 @@ def _validate_header(payload: Mapping[str, Any]) -> None:
         raise ValueError("an MG-DARTS genotype needs a 'cells' list (one list of ops per cell)")
     if "format" in payload and payload["format"] != FORMAT_TAG:
         raise ValueError(f"'format' is {payload['format']!r}; expected {FORMAT_TAG!r}")
+    if "init_channels" in payload and not (
+        _is_int(payload["init_channels"]) and payload["init_channels"] >= 1
+    ):
+        raise ValueError(
+            f"'init_channels' is {payload['init_channels']!r}; expected a positive integer"
+        )
     primitives = payload.get("primitives", list(PRIMITIVES))
     if not isinstance(primitives, list) or primitives != list(PRIMITIVES):
         raise ValueError(

@@ -1,28 +1,38 @@
 """MG-DARTS search: multi-stage, one-level, adaptive pruning at three granularities.
 
-Follows ALGORITHM.md D (stages, warm-up, commit rounds, size-target stop), C.3
-(adaptive λ), E (regrowth) with these deliberate differences from the official code:
-every loop has an epoch cap; optimisers are rebuilt after every structural change
-(I.5); regrowth draws from a seeded generator (I.20); the search trains on both halves
-of the search split and never sees the test set (I.16).
+Follows ALGORITHM.md D (stages, warm-up, commit rounds, size-target stop, the global
+phase), C.3 (adaptive λ), E (regrowth) with these deliberate differences from the
+official code: every loop has an epoch cap; optimisers are rebuilt after every
+structural change (I.5); regrowth draws from a seeded generator (I.20); the search
+trains on both halves of the search split and never sees the test set (I.16); the
+global phase commits all gates at once each round, like the stages, instead of one op
+at a time, and ends at a relative size target instead of an absolute 0.1 M.
 
-Not yet implemented (see the issue): the global phase after the last stage (D.3),
-physical channel shrinking (D.5) and routing the gates through registered
-discretizers. Filters are exported as zeroed rows of the weight masks instead of
-narrower convolutions. Until those land the method is not registered.
+The gates call the discretizers named by option ``discretizers`` (registered
+components); granularities beyond the supernet's own three come from plugins through
+:meth:`mgas_bench.components.Granularity.attach`.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mgas_bench.components import Architecture, Method, SearchContext, SearchResult
+from mgas_bench.components import (
+    Architecture,
+    Method,
+    SearchContext,
+    SearchResult,
+    UnitGates,
+    UnitGroup,
+)
 from plugins.mgdarts.genotype import FORMAT_TAG, PRIMITIVES
 from plugins.mgdarts.heads import StageHead
 from plugins.mgdarts.regrowth import choose_regrowth, regrowth_distribution
@@ -38,15 +48,26 @@ class MGDarts(Method):
     def default_options(self) -> dict[str, Any]:
         return {
             "stages": 3,
+            # The last phase of the reference: prune the whole network after the stages.
+            "global_phase": True,
+            "global_target": 0.5,  # the global phase ends below this share of its start size
+            # operation / filter / weight, and any granularity a plugin registers with
+            # an ``attach`` (its discretizer: the only one registered for it, or named below).
             "granularities": list(GRANULARITIES),
+            "discretizers": dict(DEFAULT_DISCRETIZERS),
             "regrowth": True,
+            # Physical channel shrinking after every phase (ALGORITHM.md D.5).
+            "shrink": True,
             "adaptive_pruning": True,
             # Used only with adaptive_pruning = false: share of alive units kept per round.
             "retention": {"operation": 0.7, "filter": 0.8, "weight": 0.9},
+            # The schedule defaults suit searches of a few epochs (the suite's CPU budgets);
+            # REFERENCE_SCHEDULE holds the official code's values, for GPU-length searches.
             "warmup_epochs": 1,
             "stage_target": 0.7,  # a stage ends once its size proxy is below this share
             "regrow_ratio": 0.5,
-            "lam0": 1e-2,
+            "lam0": 5e-3,
+            "lam_start": 5e-3,  # λ at the start of each phase
             "c0": 2.0,
             "n_thre": 12,
             "w_lr": 0.01,
@@ -56,8 +77,8 @@ class MGDarts(Method):
             "alpha_lr": 1.0,
             "beta_lr": 1.0,
             "threshold_lr": {"operation": 0.1, "filter": 0.1, "weight": 0.05},
-            # Thresholds restart here every stage; the official code uses 0 (ALGORITHM.md C.1).
-            "threshold_init": {"operation": 0.0, "filter": 0.0, "weight": 0.0},
+            # Thresholds restart here every phase; near sigmoid(0) = 0.5, scores prune fast.
+            "threshold_init": {"operation": 0.45, "filter": 0.45, "weight": 0.0},
         }
 
     def search(self, ctx: SearchContext) -> SearchResult:
@@ -67,15 +88,63 @@ class MGDarts(Method):
 class _Search:
     def __init__(self, ctx: SearchContext):
         self.ctx, self.opts = ctx, dict(ctx.options)
+        granularities = list(self.opts["granularities"])
+        native = [g for g in granularities if g in GRANULARITIES]
         torch.manual_seed(ctx.seed)
-        self.model = MGSupernet.from_options(ctx.supernet_spec(), self.opts).to(ctx.device)
+        spec = ctx.supernet_spec()
+        self.model = MGSupernet.from_options(spec, {**self.opts, "granularities": native})
+        self.model.to(ctx.device)
+        self.discretizers = {g: self._discretizer(g) for g in granularities}
+        self.model.use_discretizers({g: self.discretizers[g] for g in native})
+        self.extra_gates: dict[str, UnitGates] = {
+            g: self._attach(g) for g in granularities if g not in GRANULARITIES
+        }
         self.regrowth_rng = torch.Generator().manual_seed(ctx.seed)
         self.epoch = 0
         stages = int(self.opts["stages"])
         if not 1 <= stages <= self.model.num_cells:
             raise ValueError(f"stages must be between 1 and {self.model.num_cells}, got {stages}")
         self.stage_ends = self.model.stage_ends(stages)
-        self.epochs_per_stage = max(2, ctx.budget.epochs // stages)
+        phases = stages + int(bool(self.opts["global_phase"]))
+        self.epochs_per_phase = max(2, ctx.budget.epochs // phases)
+
+    def _discretizer(self, granularity: str) -> Callable[[UnitGroup], torch.Tensor]:
+        components = self.ctx.components
+        components.get("granularity", granularity)  # an unknown one lists the known ones
+        named = {**DEFAULT_DISCRETIZERS, **self.opts.get("discretizers", {})}
+        name = named.get(granularity)
+        if name is None:
+            candidates = [
+                n
+                for n in components.names("discretizer")
+                if components.get("discretizer", n).granularity == granularity
+            ]
+            if len(candidates) != 1:
+                raise ValueError(
+                    f"name the discretizer for granularity {granularity!r} in option "
+                    f"discretizers; registered for it: {', '.join(candidates) or '(none)'}"
+                )
+            name = candidates[0]
+        discretizer = components.get("discretizer", name)
+        if discretizer.granularity != granularity:
+            raise ValueError(
+                f"discretizer {name!r} decides {discretizer.granularity!r} units, "
+                f"not {granularity!r}"
+            )
+        return functools.partial(discretizer.discretize, options={})
+
+    def _attach(self, granularity: str) -> UnitGates:
+        component = self.ctx.components.get("granularity", granularity)
+        attach = getattr(component, "attach", None)
+        gates = attach(self.model) if attach else None
+        if gates is None:
+            raise ValueError(
+                f"granularity {granularity!r} cannot be searched by mg-darts: it has no "
+                f"gates to attach (Granularity.attach returned None); the supernet gates "
+                f"{', '.join(GRANULARITIES)} natively"
+            )
+        gates.use_discretizer(self.discretizers[granularity])
+        return gates
 
     # ------------------------------------------------------------------ stages
 
@@ -86,19 +155,44 @@ class _Search:
         for stage, end in enumerate(self.stage_ends, start=1):
             final = end == self.model.num_cells - 1
             head = None if final else self._head(end)
-            stats = self._stage(stage, end, range(first_cell, end + 1), head)
+            stats = self._phase(end, range(first_cell, end + 1), head, self.opts["stage_target"])
             regrown_now = 0
             if self.opts["regrowth"] and stage >= 2:
                 regrown_now = self._regrow(end, head, stats["pruned_ops"])
             regrown += regrown_now
-            self.ctx.stage_ended(stage, {**stats, "regrown_ops": float(regrown_now)})
+            stats = {**stats, "regrown_ops": float(regrown_now), **self._shrink(end)}
+            self.ctx.stage_ended(stage, stats)
             first_cell = end + 1
+        if self.opts["global_phase"]:
+            # Stage 0 is the reference's name for the global phase (ALGORITHM.md C.2).
+            last = self.model.num_cells - 1
+            stats = self._phase(
+                last, range(last + 1), None, self.opts["global_target"], freeze_factor=0.5
+            )
+            self.ctx.stage_ended(0, {**stats, **self._shrink(last)})
         metrics = {
             "size_proxy_ratio": self.model.size_proxy() / start_size,
             "alive_ops": float(self.model.num_alive_ops()),
             "regrown_ops": float(regrown),
         }
+        for granularity, gates in self.extra_gates.items():
+            metrics[f"alive_{granularity}_units"] = float(sum(g.mask.sum() for g in gates.groups()))
         return SearchResult(self.export(), metrics)
+
+    def _shrink(self, end: int) -> dict[str, float]:
+        """Physically narrow cells 0..end (D.5); the next phase rebuilds its optimisers."""
+        if not self.opts["shrink"]:
+            return {}
+        report = self.model.shrink(end)
+        # Rebuilt modules start with the default gates: hand them the search's discretizers.
+        self.model.use_discretizers(
+            {g: f for g, f in self.discretizers.items() if g in GRANULARITIES}
+        )
+        self.ctx.log.info("shrank cells 0..%d: widths %s", end, report.widths())
+        return {
+            "params_before_shrink": float(report.params_before),
+            "params": float(report.params_after),
+        }
 
     def _head(self, end: int) -> nn.Module:
         model = self.model
@@ -106,25 +200,42 @@ class _Search:
             model.cell_out_channels(end), model.spec.num_classes, model.cell_out_size(end)
         ).to(self.ctx.device)
 
-    def _stage(self, stage: int, end: int, own_cells: range, head) -> dict[str, float]:
+    def _phase(
+        self,
+        end: int,
+        own_cells: range,
+        head,
+        target_ratio: float,
+        freeze_factor: float = 1.0,
+    ) -> dict[str, float]:
+        """One stage (or the global phase): warm-up, then commit rounds until the size target."""
         model, opts, adaptive = self.model, self.opts, self.opts["adaptive_pruning"]
-        # Thresholds restart each stage, earlier cells included: that is what re-prunes them.
-        start = dict(opts["threshold_init"]) if adaptive else _thresholds_off()
-        model.reset_thresholds(upto=end, **start)
+        # Thresholds restart each phase, earlier cells included: that is what re-prunes them.
+        self._reset_thresholds(end, adaptive)
         optimisers = self._optimisers(end, head, adaptive)
-        lam = AdaptiveLambda(float(opts["lam0"]), float(opts["c0"]), int(opts["n_thre"]))
+        lam = AdaptiveLambda(
+            float(opts["lam0"]),
+            float(opts["c0"]),
+            int(opts["n_thre"]),
+            freeze_factor=float(freeze_factor),
+            # Fixed-ratio pruning has no sparsity pressure at all: λ stays 0.
+            lam_start=float(opts["lam_start"]) if adaptive else 0.0,
+        )
         start_size, start_ops = model.size_proxy(end), model.num_alive_ops(end)
-        target = float(opts["stage_target"]) * start_size
-        warmup = min(int(opts["warmup_epochs"]), self.epochs_per_stage - 1)
+        target = float(target_ratio) * start_size
+        warmup = min(int(opts["warmup_epochs"]), self.epochs_per_phase - 1)
         for _ in range(warmup):
             self._epoch(end, own_cells, head, optimisers, lam=0.0, weights_only=True)
-        for _ in range(self.epochs_per_stage - warmup):
+        for _ in range(self.epochs_per_phase - warmup):
             ce, r_op = self._epoch(end, own_cells, head, optimisers, lam.lam, weights_only=False)
+            before = model.num_alive_ops(end)
             if adaptive:
-                pruned = model.commit(upto=end)["operation"]
-                lam.update(pruned, ce, r_op)
+                model.commit(upto=end)
+                for gates in self.extra_gates.values():
+                    gates.commit(self._groups_upto(gates, end))
+                lam.update(before - model.num_alive_ops(end), ce, r_op)
             else:
-                pruned = self._fixed_ratio_round(end)
+                self._fixed_ratio_round(end)
             if model.size_proxy(end) < target:
                 break
         return {
@@ -135,21 +246,49 @@ class _Search:
             "lambda": lam.lam,
         }
 
+    @staticmethod
+    def _groups_upto(gates: UnitGates, end: int) -> list[UnitGroup]:
+        return [g for g in gates.groups() if g.meta.get("cell", 0) <= end]
+
+    def _reset_thresholds(self, end: int, adaptive: bool) -> None:
+        start = dict(self.opts["threshold_init"]) if adaptive else _thresholds_off()
+        self.model.reset_thresholds(
+            upto=end, **{g: float(start.get(g, 0.0)) for g in GRANULARITIES}
+        )
+        with torch.no_grad():
+            for granularity, gates in self.extra_gates.items():
+                value = float(start.get(granularity, 0.0)) if adaptive else -1.0
+                for threshold in gates.threshold_parameters():
+                    threshold.fill_(value)
+
+    def _threshold_regulariser(self, end: int) -> torch.Tensor:
+        """R_thr of the supernet plus exp(-t) over the plugin gates' alive groups."""
+        total = self.model.threshold_regulariser(upto=end)
+        for gates in self.extra_gates.values():
+            for group in self._groups_upto(gates, end):
+                if group.mask.sum() > 0:
+                    total = total + torch.exp(-group.meta["threshold"]).sum()
+        return total
+
     def _fixed_ratio_round(self, end: int) -> int:
         """Adaptive pruning off: keep a fixed share of each group's alive units, by score."""
         pruner = self.ctx.components.get("pruner", "fixed-ratio")
         before = self.model.num_alive_ops(end)
-        for granularity in self.model.granularities:
-            groups = [
-                g
-                for g in self.model.unit_groups(granularity)
-                if g.meta["cell"] <= end and g.mask.sum() > 0
-            ]
-            retention = float(self.opts["retention"][granularity])
+        sources: dict[str, list[UnitGroup]] = {
+            g: self.model.unit_groups(g) for g in self.model.granularities
+        }
+        sources.update({g: gates.groups() for g, gates in self.extra_gates.items()})
+        for granularity, all_groups in sources.items():
+            groups = [g for g in all_groups if g.meta.get("cell", 0) <= end and g.mask.sum() > 0]
+            retention = float(self.opts["retention"].get(granularity, 1.0))
             for group in groups:
                 alive = int(group.mask.sum())
                 keep = max(1, math.ceil(retention * alive)) / group.mask.numel()
                 pruner.prune([group], lambda g: g.mask.bool(), {"retention": keep})
+            if granularity in self.extra_gates:
+                # Thresholds are off, so this only passes the new masks on to what
+                # depends on them (for example the ops of a pruned edge).
+                self.extra_gates[granularity].commit(groups)
         return before - self.model.num_alive_ops(end)
 
     def _optimisers(self, end: int, head, adaptive: bool) -> dict[str, torch.optim.Optimizer]:
@@ -167,12 +306,19 @@ class _Search:
             ),
         }
         betas = model.beta_parameters(end)
+        for gates in self.extra_gates.values():
+            betas += gates.score_parameters()
         if betas:
             optimisers["beta"] = torch.optim.SGD(betas, lr=opts["beta_lr"], momentum=0.9)
         if adaptive:
+            rates = opts["threshold_lr"]
             groups = [
-                {"params": model.threshold_parameters(g, end), "lr": opts["threshold_lr"][g]}
+                {"params": model.threshold_parameters(g, end), "lr": rates[g]}
                 for g in model.granularities
+            ]
+            groups += [
+                {"params": gates.threshold_parameters(), "lr": rates.get(g, 0.1)}
+                for g, gates in self.extra_gates.items()
             ]
             optimisers["thresholds"] = torch.optim.SGD(groups, momentum=0.9)
         return optimisers
@@ -201,7 +347,7 @@ class _Search:
             loss = ce
             r_op = model.op_sparsity(own_cells) if not weights_only else ce.new_zeros(())
             if lam > 0:
-                loss = ce + lam * (r_op + model.threshold_regulariser(upto=end))
+                loss = ce + lam * (r_op + self._threshold_regulariser(end))
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"MG-DARTS search loss became {loss.item()}")
             for optimiser in optimisers.values():
@@ -258,10 +404,10 @@ class _Search:
     # ------------------------------------------------------------------- export
 
     def export(self) -> Architecture:
-        """The official cell-wise genotype of the alive ops, and their weight masks.
+        """The official cell-wise genotype of the alive ops, with their channel counts and masks.
 
-        Without physical shrinking every op keeps its cell's width; pruned filters are
-        folded into the weight masks as zero rows (and zero depthwise channels).
+        Filters pruned since the last shrink (or all of them, with ``shrink = false``)
+        are folded into the weight masks as zero rows (and zero depthwise channels).
         """
         cells, masks = [], []
         for index, cell in enumerate(self.model.cells):
@@ -275,7 +421,7 @@ class _Search:
                         "op": name,
                         "input": cell.edge_inputs[node][edge - cell.node_slices[node].start],
                         "output": node + 2,
-                        "channels": _channels(name, cell.C),
+                        "channels": cell.op_channels(edge, op_index),
                     }
                 )
                 op_masks.append(_exported_masks(module))
@@ -286,22 +432,31 @@ class _Search:
             "format": FORMAT_TAG,
             "primitives": list(PRIMITIVES),
             "concat": [2, 3, 4, 5],
+            # The evaluation network is the searched one, stem included (ALGORITHM.md B.1).
+            "init_channels": self.model.spec.channels,
             "cells": cells,
         }
         return Architecture("mg-darts-genotype", payload, masks)
 
 
+# The official code's schedule (ALGORITHM.md C, D, E, F): `-o` these for long searches.
+REFERENCE_SCHEDULE: dict[str, Any] = {
+    "warmup_epochs": 5,
+    "stage_target": 0.3,
+    "regrow_ratio": 0.2,
+    "lam0": 1e-5,
+    "lam_start": 0.0,
+    "threshold_lr": {"operation": 0.1, "filter": 0.1, "weight": 0.001},
+    "threshold_init": {"operation": 0.0, "filter": 0.0, "weight": 0.0},
+}
+
+# Option ``discretizers``: granularity -> registered discretizer name.
+DEFAULT_DISCRETIZERS: dict[str, str] = {g: f"mg-threshold-{g}" for g in GRANULARITIES}
+
+
 def _thresholds_off() -> dict[str, float]:
     # σ(·) > 0 and |w| >= 0, so a threshold of -1 lets every unit through.
     return {"operation": -1.0, "filter": -1.0, "weight": -1.0}
-
-
-def _channels(name: str, width: int) -> list[int]:
-    if name.startswith("sep_conv"):
-        return [width, width, width]
-    if name.startswith("dil_conv"):
-        return [width, width]
-    return [width]
 
 
 def _exported_masks(module: nn.Module) -> list[torch.Tensor]:

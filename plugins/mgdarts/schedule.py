@@ -18,6 +18,9 @@ class AdaptiveLambda:
     lam_max: float = 100.0
     # The global phase freezes λ earlier: when CE < 0.5·λ·R_op instead of CE < λ·R_op.
     freeze_factor: float = 1.0
+    # The reference starts every stage at λ = 0, so its first commit round prunes with
+    # no sparsity pressure; a short search can start at λ0 instead.
+    lam_start: float = 0.0
     lam: float = 0.0
     delta: float = 0.0
 
@@ -25,7 +28,7 @@ class AdaptiveLambda:
         self.reset()
 
     def reset(self) -> None:
-        self.lam, self.delta = 0.0, self.lam0
+        self.lam, self.delta = self.lam_start, self.lam0
 
     def update(self, pruned: int, ce_avg: float, sparsity_avg: float) -> float:
         """Adapt λ after a commit round that pruned ``pruned`` ops; return the new λ."""

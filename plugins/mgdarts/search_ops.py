@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mgas_bench.components import UnitGroup
 from mgas_bench.profiling import WEIGHT_MASK
 from plugins.mgdarts.eval_ops import FactorizedReduce
-from plugins.mgdarts.gates import binary_step
+from plugins.mgdarts.gates import threshold_gate
 from plugins.mgdarts.genotype import PRIMITIVES
 
 # Ops that carry weight-level units and the t_fil / t_wt regulariser terms.
@@ -51,11 +52,22 @@ class FilterGate(nn.Module):
     def applies_threshold(self) -> bool:
         return self.thresholded and self.enabled
 
+    # The filter discretizer; MGSupernet.use_discretizers replaces it per instance.
+    discretize = staticmethod(threshold_gate)
+
     def hard_gate(self, threshold: torch.Tensor | None) -> torch.Tensor:
         """m_f: the dynamic gate times the committed mask (differentiable via the surrogate)."""
         if not self.applies_threshold or threshold is None:
             return self.filter_mask
-        return binary_step(torch.sigmoid(self.beta) - threshold) * self.filter_mask
+        group = UnitGroup(
+            "filters",
+            "filter",
+            torch.sigmoid(self.beta),
+            self.filter_mask,
+            None,
+            {"threshold": threshold},
+        )
+        return self.discretize(group) * self.filter_mask
 
     def scale(self, threshold: torch.Tensor | None) -> torch.Tensor:
         return torch.sigmoid(self.beta) * self.hard_gate(threshold)
@@ -96,12 +108,18 @@ class MaskedConv2d(nn.Conv2d):
         self.enabled = enabled
         self.register_buffer(WEIGHT_MASK, torch.ones_like(self.weight))
 
+    # The weight discretizer; MGSupernet.use_discretizers replaces it per instance.
+    discretize = staticmethod(threshold_gate)
+
     def hard_gate(self, threshold: torch.Tensor | None) -> torch.Tensor:
         """m_w = H(|W| - t_wt) * M_w, compared with raw |W| as the reference does."""
         committed = getattr(self, WEIGHT_MASK)
         if not self.enabled or threshold is None:
             return committed
-        return binary_step(self.weight.abs() - threshold) * committed
+        group = UnitGroup(
+            "weights", "weight", self.weight.abs(), committed, None, {"threshold": threshold}
+        )
+        return self.discretize(group) * committed
 
     def forward(self, x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
         return self._conv_forward(x, self.weight * self.hard_gate(threshold), None)
@@ -139,6 +157,14 @@ class SearchOp(nn.Module):
     def size_proxy(self) -> torch.Tensor | int:
         """Parameter count of the model-size proxy (ALGORITHM.md C.4); 0 for parameter-free ops."""
         return 0
+
+    def channels(self, width: int) -> list[int]:
+        """The op's ``channels`` list in the official genotype, on a ``width``-channel cell.
+
+        Pools and identity hold no weights, so they report the cell width they are given;
+        ops with convolutions report their own module widths and ignore ``width``.
+        """
+        return [width]
 
     @torch.no_grad()
     def commit(self, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None) -> tuple[int, int]:
@@ -201,6 +227,9 @@ class SepConv(SearchOp):
     def masked_convs(self) -> list[MaskedConv2d]:
         return [self.dw1, self.pw1, self.dw2, self.pw2]
 
+    def channels(self, width: int) -> list[int]:
+        return [self.dw1.in_channels, self.pw1.out_channels, self.pw2.out_channels]
+
 
 class DilConv(SearchOp):
     """ReLU, depthwise k x k with dilation 2, 1x1, BN, gate."""
@@ -235,6 +264,9 @@ class DilConv(SearchOp):
 
     def masked_convs(self) -> list[MaskedConv2d]:
         return [self.dw, self.pw]
+
+    def channels(self, width: int) -> list[int]:
+        return [self.dw.in_channels, self.pw.out_channels]
 
     def size_proxy(self) -> torch.Tensor:
         return self.dw.weight.numel() + self.pw.weight[0].numel() * self.gate_out.filter_mask.sum()
@@ -284,6 +316,9 @@ class SkipReduce(SearchOp):
     def size_proxy(self) -> int:
         # The reference counts c^2 for a stride-2 skip (its two convs hold c_in * c/2 each).
         return self.reduce.conv_1.in_channels * self.reduce.bn.num_features
+
+    def channels(self, width: int) -> list[int]:
+        return [self.reduce.conv_1.in_channels]
 
 
 class ReLUConvBN(nn.Module):

@@ -25,18 +25,20 @@ Differences from the reference code, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from mgas_bench.components import SearchSpace, Supernet, SupernetSpec, UnitGroup
-from plugins.mgdarts.gates import binary_step
+from plugins.mgdarts import shrink as shrinking
+from plugins.mgdarts.gates import threshold_gate
 from plugins.mgdarts.search_ops import (
     CONV_PRIMITIVES,
     PRIMITIVES,
     FilterGate,
+    MaskedConv2d,
     Preprocess,
     SearchOp,
     make_search_op,
@@ -116,6 +118,9 @@ class MixedOp(nn.Module):
 
 
 class MGCell(nn.Module):
+    # The operation discretizer; MGSupernet.use_discretizers replaces it per instance.
+    discretize = staticmethod(threshold_gate)
+
     def __init__(
         self,
         nodes: int,
@@ -164,7 +169,15 @@ class MGCell(nn.Module):
         """m_o for every (edge, op): dynamic gate times committed mask, keep-one rule applied."""
         committed = self.op_mask
         if self.gate_ops:
-            gates = binary_step(torch.sigmoid(self.alpha) - self.t_op) * committed
+            group = UnitGroup(
+                "operations",
+                "operation",
+                torch.sigmoid(self.alpha),
+                committed,
+                PRIMITIVES,
+                {"threshold": self.t_op},
+            )
+            gates = self.discretize(group) * committed
         else:
             gates = committed
         return self._keep_one_per_node(gates)
@@ -265,6 +278,10 @@ class MGCell(nn.Module):
     def alive_ops(self) -> list[tuple[int, int]]:
         return [(edge, op) for edge, op in (self.op_mask > 0).nonzero().tolist()]
 
+    def op_channels(self, edge: int, op: int) -> list[int]:
+        """The genotype ``channels`` list of one op instance at the cell's current width."""
+        return self.op(edge, op).channels(self.C)
+
     def preprocess_gates(self) -> list[tuple[FilterGate, torch.Tensor]]:
         return [(self.preprocess0.gate, self.t_pre[0]), (self.preprocess1.gate, self.t_pre[1])]
 
@@ -334,6 +351,7 @@ class MGSupernet(Supernet):
             self._cell_channels.append(C_p)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, spec.num_classes)
+        self._discretizers: dict[str, Callable[[UnitGroup], torch.Tensor]] = {}
 
     @classmethod
     def from_options(cls, spec: SupernetSpec, options: Mapping[str, Any]) -> MGSupernet:
@@ -425,6 +443,28 @@ class MGSupernet(Supernet):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
+    def use_discretizers(
+        self, discretizers: Mapping[str, Callable[[UnitGroup], torch.Tensor]]
+    ) -> None:
+        """Gate each granularity's units with the given discretization function from now on.
+
+        Granularities left out keep their current function. The gates hold the function
+        themselves, so modules built later (a shrink or a regrowth) start with the
+        default: call this again after every structural change.
+        """
+        unknown = set(discretizers) - set(GRANULARITIES)
+        if unknown:
+            raise ValueError(
+                f"no native gates for granularit{'ies' if len(unknown) > 1 else 'y'} "
+                f"{sorted(unknown)}; the supernet gates {', '.join(GRANULARITIES)}"
+            )
+        self._discretizers.update(discretizers)
+        owners = {"operation": MGCell, "filter": FilterGate, "weight": MaskedConv2d}
+        for granularity, function in self._discretizers.items():
+            for module in self.modules():
+                if isinstance(module, owners[granularity]):
+                    module.discretize = function
+
     @torch.no_grad()
     def reset_thresholds(
         self,
@@ -502,6 +542,16 @@ class MGSupernet(Supernet):
         """
         self.set_op_alive(cell, edge, op, True)
         self.cells[self._cell_index(cell)].op(edge, op).reset_parameters()
+
+    def shrink(self, upto: int) -> shrinking.ShrinkReport:
+        """Physically narrow cells 0..upto to one uniform width each (ALGORITHM.md D.5).
+
+        See :func:`plugins.mgdarts.shrink.shrink`. Modules and Parameters of the shrunk
+        cells (and the input side of the next two cells and the classifier) are
+        replaced: rebuild optimisers, re-apply discretizers and rebuild any head that
+        reads a shrunk cell afterwards.
+        """
+        return shrinking.shrink(self, upto)
 
     # -------------------------------------------------------------- unit groups
 
