@@ -76,15 +76,17 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["dataset", "test_accuracy_mean"], ascending=[True, False])
 
 
+def _mean_std(mean: float, std: float, digits: int) -> str:
+    # One seed has no spread: show the mean alone rather than "± nan".
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if pd.notna(std) else f"{mean:.{digits}f}"
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     shown = table[[*GROUP, "n"]].copy()
     for metric, heading, scale in COLUMNS:
         mean, std = table[f"{metric}_mean"] * scale, table[f"{metric}_std"] * scale
         digits = 3 if metric.startswith("params") else 2
-        shown[heading] = [
-            f"{m:.{digits}f} ± {s:.{digits}f}" if pd.notna(s) else f"{m:.{digits}f}"
-            for m, s in zip(mean, std, strict=True)
-        ]
+        shown[heading] = [_mean_std(m, s, digits) for m, s in zip(mean, std, strict=True)]
     return shown.to_markdown(index=False)
 
 
@@ -103,9 +105,7 @@ def ablation_table(table: pd.DataFrame, reference: str) -> pd.DataFrame:
         for _, row in group.iterrows():
             shown = {key: row[key] for key in [*GROUP, "n"]}
             acc, acc_std = 100 * row["test_accuracy_mean"], 100 * row["test_accuracy_std"]
-            shown["test acc (%)"] = (
-                f"{acc:.2f} ± {acc_std:.2f}" if pd.notna(acc_std) else f"{acc:.2f}"
-            )
+            shown["test acc (%)"] = _mean_std(acc, acc_std, 2)
             shown["Δ acc (pts)"] = f"{acc - 100 * base['test_accuracy_mean']:+.2f}"
             for metric, heading, short in [
                 ("params_m", "params (M)", "params"),

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from mgas_bench.components import (
     Architecture,
+    ComponentLookup,
     DataRequest,
+    Granularity,
     SearchBudget,
     SearchContext,
     UnknownComponentError,
@@ -18,6 +20,7 @@ from mgas_bench.components import (
 from mgas_bench.data import search_data
 from mgas_bench.evaluation import measure_network, network_spec
 from plugins.mgdarts.arch_format import MGDartsGenotypeFormat
+from plugins.mgdarts.discretizers import LearnedThreshold
 from plugins.mgdarts.method import MGDarts
 from plugins.mgdarts.supernet import MGSupernet
 
@@ -54,9 +57,7 @@ def _search(digits, registry, tmp_path, seed=0, **options):
     return method.search(ctx), stages
 
 
-@pytest.fixture(scope="module")
-def full_run(digits, registry, tmp_path_factory):
-    """One default 3-stage search, watched: regrowth calls are recorded."""
+def _spy_regrowth(monkeypatch) -> list[tuple[int, int, int]]:
     calls: list[tuple[int, int, int]] = []
     original = MGSupernet.regrow
 
@@ -64,8 +65,15 @@ def full_run(digits, registry, tmp_path_factory):
         calls.append((cell, edge, op))
         return original(self, cell, edge, op)
 
+    monkeypatch.setattr(MGSupernet, "regrow", regrow)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def full_run(digits, registry, tmp_path_factory):
+    """One default 3-stage search, watched: regrowth calls are recorded."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(MGSupernet, "regrow", regrow)
+        calls = _spy_regrowth(patch)
         result, stages = _search(digits, registry, tmp_path_factory.mktemp("full"))
     return result, stages, calls
 
@@ -123,18 +131,6 @@ def test_same_seed_same_architecture(full_run, digits, registry, tmp_path):
     for a, b in zip(first.architecture.tensors, second.architecture.tensors, strict=True):
         for ma, mb in zip(a, b, strict=True):
             assert all(torch.equal(x, y) for x, y in zip(ma, mb, strict=True))
-
-
-def _spy_regrowth(monkeypatch) -> list[tuple[int, int, int]]:
-    calls: list[tuple[int, int, int]] = []
-    original = MGSupernet.regrow
-
-    def regrow(self, cell, edge, op):
-        calls.append((cell, edge, op))
-        return original(self, cell, edge, op)
-
-    monkeypatch.setattr(MGSupernet, "regrow", regrow)
-    return calls
 
 
 def test_regrowth_off_never_revives_an_op(digits, registry, tmp_path, monkeypatch):
@@ -199,3 +195,41 @@ def test_discretizers_are_looked_up_by_name(digits, registry, tmp_path):
 def test_an_unknown_granularity_lists_the_known_ones(digits, registry, tmp_path):
     with pytest.raises(UnknownComponentError, match="known granularities: edge, filter"):
         _search(digits, registry, tmp_path, granularities=["operation", "no-such"])
+
+
+class _BareGranularity(Granularity):
+    name, description = "bare", "a granularity with no gates to attach"
+
+
+class _WithBare(ComponentLookup):
+    """The registry plus one granularity that cannot take part in a pruning search."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def get(self, kind, name):
+        if (kind, name) == ("granularity", "bare"):
+            return _BareGranularity()
+        if (kind, name) == ("discretizer", "bare-step"):
+            return LearnedThreshold("bare")
+        return self.registry.get(kind, name)
+
+    def names(self, kind):
+        extra = {"granularity": ["bare"], "discretizer": ["bare-step"]}.get(kind, [])
+        return self.registry.names(kind) + extra
+
+
+def test_a_granularity_without_gates_is_refused(digits, registry, tmp_path):
+    with pytest.raises(ValueError, match="'bare' cannot be searched by mg-darts"):
+        _search(
+            digits,
+            _WithBare(registry),
+            tmp_path,
+            granularities=["operation", "bare"],
+            discretizers={"bare": "bare-step"},
+        )
+
+
+def test_more_stages_than_cells_is_refused(digits, registry, tmp_path):
+    with pytest.raises(ValueError, match="stages must be between 1 and 3, got 4"):
+        _search(digits, registry, tmp_path, stages=4)

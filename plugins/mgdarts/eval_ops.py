@@ -10,6 +10,7 @@ state tensor.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -83,11 +84,17 @@ class MaskedConv2d(nn.Conv2d):
 class ReLUConvBN(nn.Sequential):
     """ReLU, 1x1 conv, batch norm: a cell's input preprocessing."""
 
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d
+
     def __init__(self, C_in: int, C_out: int) -> None:
+        # Named children: channel shrinking in the search slices `conv` and `bn`.
         super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, 1, bias=False),
-            nn.BatchNorm2d(C_out),
+            OrderedDict(
+                relu=nn.ReLU(inplace=False),
+                conv=nn.Conv2d(C_in, C_out, 1, bias=False),
+                bn=nn.BatchNorm2d(C_out),
+            )
         )
 
 

@@ -184,10 +184,6 @@ class _Search:
         if not self.opts["shrink"]:
             return {}
         report = self.model.shrink(end)
-        # Rebuilt modules start with the default gates: hand them the search's discretizers.
-        self.model.use_discretizers(
-            {g: f for g, f in self.discretizers.items() if g in GRANULARITIES}
-        )
         self.ctx.log.info("shrank cells 0..%d: widths %s", end, report.widths())
         return {
             "params_before_shrink": float(report.params_before),
@@ -251,15 +247,16 @@ class _Search:
         return [g for g in gates.groups() if g.meta.get("cell", 0) <= end]
 
     def _reset_thresholds(self, end: int, adaptive: bool) -> None:
-        start = dict(self.opts["threshold_init"]) if adaptive else _thresholds_off()
-        self.model.reset_thresholds(
-            upto=end, **{g: float(start.get(g, 0.0)) for g in GRANULARITIES}
-        )
+        start = self.opts["threshold_init"]
+
+        def value(granularity: str) -> float:
+            return float(start.get(granularity, 0.0)) if adaptive else THRESHOLD_OFF
+
+        self.model.reset_thresholds(upto=end, **{g: value(g) for g in GRANULARITIES})
         with torch.no_grad():
             for granularity, gates in self.extra_gates.items():
-                value = float(start.get(granularity, 0.0)) if adaptive else -1.0
                 for threshold in gates.threshold_parameters():
-                    threshold.fill_(value)
+                    threshold.fill_(value(granularity))
 
     def _threshold_regulariser(self, end: int) -> torch.Tensor:
         """R_thr of the supernet plus exp(-t) over the plugin gates' alive groups."""
@@ -270,10 +267,9 @@ class _Search:
                     total = total + torch.exp(-group.meta["threshold"]).sum()
         return total
 
-    def _fixed_ratio_round(self, end: int) -> int:
+    def _fixed_ratio_round(self, end: int) -> None:
         """Adaptive pruning off: keep a fixed share of each group's alive units, by score."""
         pruner = self.ctx.components.get("pruner", "fixed-ratio")
-        before = self.model.num_alive_ops(end)
         sources: dict[str, list[UnitGroup]] = {
             g: self.model.unit_groups(g) for g in self.model.granularities
         }
@@ -289,7 +285,6 @@ class _Search:
                 # Thresholds are off, so this only passes the new masks on to what
                 # depends on them (for example the ops of a pruned edge).
                 self.extra_gates[granularity].commit(groups)
-        return before - self.model.num_alive_ops(end)
 
     def _optimisers(self, end: int, head, adaptive: bool) -> dict[str, torch.optim.Optimizer]:
         model, opts = self.model, self.opts
@@ -454,9 +449,8 @@ REFERENCE_SCHEDULE: dict[str, Any] = {
 DEFAULT_DISCRETIZERS: dict[str, str] = {g: f"mg-threshold-{g}" for g in GRANULARITIES}
 
 
-def _thresholds_off() -> dict[str, float]:
-    # σ(·) > 0 and |w| >= 0, so a threshold of -1 lets every unit through.
-    return {"operation": -1.0, "filter": -1.0, "weight": -1.0}
+# Scores are sigmoids or magnitudes, never below 0, so this threshold lets every unit through.
+THRESHOLD_OFF = -1.0
 
 
 def _exported_masks(module: nn.Module) -> list[torch.Tensor]:

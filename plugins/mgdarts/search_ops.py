@@ -22,7 +22,7 @@ from torch import nn
 
 from mgas_bench.components import UnitGroup
 from mgas_bench.profiling import WEIGHT_MASK
-from plugins.mgdarts.eval_ops import FactorizedReduce
+from plugins.mgdarts.eval_ops import FactorizedReduce, ReLUConvBN
 from plugins.mgdarts.gates import threshold_gate
 from plugins.mgdarts.genotype import PRIMITIVES
 
@@ -319,16 +319,6 @@ class SkipReduce(SearchOp):
 
     def channels(self, width: int) -> list[int]:
         return [self.reduce.conv_1.in_channels]
-
-
-class ReLUConvBN(nn.Module):
-    def __init__(self, C_in: int, C_out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(C_in, C_out, 1, bias=False)
-        self.bn = nn.BatchNorm2d(C_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(F.relu(x)))
 
 
 class Preprocess(nn.Module):

@@ -448,9 +448,8 @@ class MGSupernet(Supernet):
     ) -> None:
         """Gate each granularity's units with the given discretization function from now on.
 
-        Granularities left out keep their current function. The gates hold the function
-        themselves, so modules built later (a shrink or a regrowth) start with the
-        default: call this again after every structural change.
+        Granularities left out keep their current function; :meth:`shrink` hands the
+        functions on to the modules it builds.
         """
         unknown = set(discretizers) - set(GRANULARITIES)
         if unknown:
@@ -548,10 +547,12 @@ class MGSupernet(Supernet):
 
         See :func:`plugins.mgdarts.shrink.shrink`. Modules and Parameters of the shrunk
         cells (and the input side of the next two cells and the classifier) are
-        replaced: rebuild optimisers, re-apply discretizers and rebuild any head that
-        reads a shrunk cell afterwards.
+        replaced: rebuild optimisers and any head that reads a shrunk cell afterwards.
+        The new gates get the discretizers this supernet was given.
         """
-        return shrinking.shrink(self, upto)
+        report = shrinking.shrink(self, upto)
+        self.use_discretizers({})
+        return report
 
     # -------------------------------------------------------------- unit groups
 
