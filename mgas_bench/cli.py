@@ -21,6 +21,7 @@ from mgas_bench.config import (
     load_suite,
     parse_assignments,
     parse_suite,
+    unavailable_methods,
 )
 from mgas_bench.registry import PluginError, Registry, build_registry
 
@@ -154,7 +155,9 @@ def run(
     registry = _registry(ctx)
     spec = load_suite(suite).model_dump()
     if methods:
+        # Methods named on the command line are wanted: an unavailable one is an error.
         spec["methods"] = _split(methods)
+        spec["skip_unavailable"] = False
     if datasets:
         spec["datasets"] = _split(datasets)
     if seeds:
@@ -173,6 +176,9 @@ def run(
             raise ConfigError(f"--option {key}=...: expected METHOD.KEY=VALUE")
         spec["options"].setdefault(method, {})[option] = value
     overridden = parse_suite(spec, source="suite (after command-line overrides)")
+    if overridden.skip_unavailable:
+        for name, reason in unavailable_methods(overridden, registry).items():
+            click.echo(f"skipping {name}: {reason}", err=True)
     configs = expand_suite(overridden, registry)
     if not configs:
         raise ConfigError("the suite expands to no runs (no available methods?)")

@@ -386,6 +386,14 @@ class Method(ABC):
         """``None`` if the method can run here, else why not and how to fix it."""
         return None
 
+    def prepare(self, ctx: SearchContext) -> None:
+        """Load what the search needs (a toolkit's heavy imports) before it is timed.
+
+        Optional: the host calls it, when present, with the search's context just
+        before it starts the search clock and the memory meter.
+        """
+        return None
+
     @abstractmethod
     def search(self, ctx: SearchContext) -> SearchResult: ...
 

@@ -102,6 +102,9 @@ class Variant(_Strict):
 class Suite(_Strict):
     name: str = "suite"
     methods: list[str] | str = "available"
+    # Listed methods that cannot run here (an optional toolkit is not installed) are
+    # left out with a note instead of stopping the suite.
+    skip_unavailable: bool = False
     datasets: list[str] = ["digits"]
     seeds: int | list[int] = 2
     budget: str = "small"
@@ -154,6 +157,18 @@ def _explain(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def unavailable_methods(suite: Suite, registry: Registry) -> dict[str, str]:
+    """The suite's listed methods that cannot run here, with why and how to fix it."""
+    if suite.methods == "available":
+        return {}
+    reasons = {}
+    for name in suite.methods:
+        reason = registry.get("method", name).unavailable_reason()  # raises with known names
+        if reason is not None:
+            reasons[name] = reason
+    return reasons
+
+
 def resolve_methods(suite: Suite, registry: Registry) -> list[str]:
     if suite.methods == "available":
         return [
@@ -161,9 +176,14 @@ def resolve_methods(suite: Suite, registry: Registry) -> list[str]:
             for name in registry.names("method")
             if registry.get("method", name).unavailable_reason() is None
         ]
-    for name in suite.methods:
-        registry.get("method", name)  # raises with the known names
-    return list(suite.methods)
+    unavailable = unavailable_methods(suite, registry)
+    if unavailable and not suite.skip_unavailable:
+        problems = "; ".join(f"{name}: {reason}" for name, reason in unavailable.items())
+        raise ConfigError(
+            f"method(s) unavailable here: {problems} (or set skip_unavailable = true in the "
+            "suite to run the rest)"
+        )
+    return [name for name in suite.methods if name not in unavailable]
 
 
 def expand_suite(suite: Suite, registry: Registry) -> list[RunConfig]:

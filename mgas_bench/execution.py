@@ -167,6 +167,9 @@ def _search_and_evaluate(
         epoch_ended=lambda epoch, metrics, phase="search": epoch_ended(phase, epoch, metrics),
         stage_ended=stage_ended,
     )
+    prepare = getattr(method, "prepare", None)  # optional: plugins may duck-type Method
+    if prepare is not None:
+        prepare(ctx)
     start = time.perf_counter()
     with PeakMemory(device) as peak:
         result = method.search(ctx)

@@ -3,6 +3,11 @@
 On CUDA this is torch's allocator peak. On CPU it is the process's resident set
 high-water mark, which Linux lets a process reset (``/proc/self/clear_refs``),
 so the figure belongs to the block alone even when several runs share a process.
+
+The first optimiser step in a process imports ``torch._dynamo`` (and sympy with it):
+about 150 MB of Python modules. Left alone, that lands in the peak of whichever block
+steps an optimiser first, so a method whose toolkit imported it earlier (NNI through
+Lightning) looked 150 MB lighter. The meter imports it before taking its baseline.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class PeakMemory:
         self._baseline = 0.0
 
     def __enter__(self) -> PeakMemory:
+        import torch._dynamo  # see the module docstring
+
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

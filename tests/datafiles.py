@@ -236,3 +236,41 @@ DARTS_V2_JSON = {
     ],
     "reduce_concat": [2, 3, 4, 5],
 }
+
+
+# DARTS V2 as NNI 3.0 exports it from its DARTS space: the architecture dict in
+# nni.nas.hub.pytorch.DARTS.load_searched_model("darts-v2").
+NNI_DARTS_V2_SAMPLE = {
+    "normal/op_2_0": "sep_conv_3x3",
+    "normal/op_2_1": "sep_conv_3x3",
+    "normal/input_2_0": [0],
+    "normal/input_2_1": [1],
+    "normal/op_3_0": "sep_conv_3x3",
+    "normal/op_3_1": "sep_conv_3x3",
+    "normal/input_3_0": [0],
+    "normal/input_3_1": [1],
+    "normal/op_4_0": "sep_conv_3x3",
+    "normal/op_4_1": "skip_connect",
+    "normal/input_4_0": [1],
+    "normal/input_4_1": [0],
+    "normal/op_5_0": "skip_connect",
+    "normal/op_5_1": "dil_conv_3x3",
+    "normal/input_5_0": [0],
+    "normal/input_5_1": [2],
+    "reduce/op_2_0": "max_pool_3x3",
+    "reduce/op_2_1": "max_pool_3x3",
+    "reduce/input_2_0": [0],
+    "reduce/input_2_1": [1],
+    "reduce/op_3_0": "skip_connect",
+    "reduce/op_3_1": "max_pool_3x3",
+    "reduce/input_3_0": [2],
+    "reduce/input_3_1": [1],
+    "reduce/op_4_0": "max_pool_3x3",
+    "reduce/op_4_1": "skip_connect",
+    "reduce/input_4_0": [0],
+    "reduce/input_4_1": [2],
+    "reduce/op_5_0": "skip_connect",
+    "reduce/op_5_1": "max_pool_3x3",
+    "reduce/input_5_0": [2],
+    "reduce/input_5_1": [1],
+}

@@ -104,6 +104,25 @@ def test_forward_gives_logits_and_parameter_sets_are_separated():
     assert id(model.mask_normal) not in everything
 
 
+def test_batch_norm_flavour_is_an_option_of_the_darts_space(registry):
+    space = registry.get("search_space", "darts")
+    spec = SupernetSpec(in_channels=1, num_classes=10, input_size=8, cells=3, channels=4)
+    defaults = Darts("darts", second_order=False).default_options()
+    darts = space.build(spec, defaults)
+    nni_like = space.build(spec, {**defaults, "search_affine": True, "pool_bn": False})
+
+    def cell_norms(net: nn.Module) -> list[nn.BatchNorm2d]:
+        return [m for m in net.cells.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    # DARTS's model_search.py: no affine batch norm in a cell, and one after each pool.
+    assert not any(bn.affine for bn in cell_norms(darts))
+    assert all(bn.affine for bn in cell_norms(nni_like))
+    pools_per_cell = 2 * N_EDGES
+    assert len(cell_norms(darts)) - len(cell_norms(nni_like)) == 3 * pools_per_cell
+    images, _ = make_batch(4)
+    assert nni_like(images).shape == (4, 10)
+
+
 def test_operation_groups_shapes_scores_and_meta():
     model = make_supernet()
     spread_alphas(model)

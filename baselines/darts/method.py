@@ -127,6 +127,10 @@ class Darts(Method):
         return {
             "search_space": "darts",
             "discretizer": "darts-top2",
+            # The supernet's batch norms, as DARTS's model_search.py has them (read by the
+            # `darts` space; NNI's space has search_affine = true, pool_bn = false).
+            "search_affine": False,
+            "pool_bn": True,
             "w_lr": 0.025,
             "w_lr_min": 0.001,
             "w_momentum": 0.9,

@@ -3,6 +3,10 @@
 Follows DARTS's ``model_search.py``: 8 candidates per edge weighted by a softmax of
 architecture parameters, search-time batch norms without affine parameters, pools
 followed by batch norm, reductions at 1/3 and 2/3 of the depth.
+
+Two options reproduce other implementations' supernets on the same space: NNI's hub
+space uses affine batch norms everywhere and no batch norm after pools
+(``search_affine = true``, ``pool_bn = false``), which changes what the search picks.
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ def edge_inputs(nodes: int) -> list[list[int]]:
 
 
 class MixedOp(nn.Module):
-    def __init__(self, C: int, stride: int):
+    def __init__(self, C: int, stride: int, affine: bool = False, pool_bn: bool = True):
         super().__init__()
         self.candidates = nn.ModuleList()
         for name in PRIMITIVES:
-            op = OPS[name](C, stride, False)
-            if "pool" in name:
+            op = OPS[name](C, stride, affine)
+            if pool_bn and "pool" in name:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             self.candidates.append(op)
         # `none` contributes weight * 0 to the sum and nothing to any gradient, so it
@@ -50,20 +54,29 @@ class MixedOp(nn.Module):
 
 class SearchCell(nn.Module):
     def __init__(
-        self, nodes: int, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool
+        self,
+        nodes: int,
+        C_pp: int,
+        C_p: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        affine: bool = False,
+        pool_bn: bool = True,
     ):
         super().__init__()
         self.reduction = reduction
         self.nodes = nodes
         if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_pp, C, affine=False)
+            self.preprocess0 = FactorizedReduce(C_pp, C, affine=affine)
         else:
-            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=affine)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=affine)
         self.edges = nn.ModuleList()
         for inputs in edge_inputs(nodes):
             for state in inputs:
-                self.edges.append(MixedOp(C, 2 if reduction and state < 2 else 1))
+                stride = 2 if reduction and state < 2 else 1
+                self.edges.append(MixedOp(C, stride, affine, pool_bn))
 
     def forward(
         self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
@@ -83,7 +96,13 @@ class SearchCell(nn.Module):
 
 
 class DartsSupernet(Supernet):
-    def __init__(self, spec: SupernetSpec, stem_multiplier: int = 3):
+    def __init__(
+        self,
+        spec: SupernetSpec,
+        stem_multiplier: int = 3,
+        affine: bool = False,
+        pool_bn: bool = True,
+    ):
         super().__init__()
         self.spec = spec
         nodes, C = spec.nodes, spec.channels
@@ -109,7 +128,9 @@ class DartsSupernet(Supernet):
             reduction = i in {spec.cells // 3, 2 * spec.cells // 3} and spec.cells >= 2
             if reduction:
                 C_curr *= 2
-            self.cells.append(SearchCell(nodes, C_pp, C_p, C_curr, reduction, reduction_prev))
+            self.cells.append(
+                SearchCell(nodes, C_pp, C_p, C_curr, reduction, reduction_prev, affine, pool_bn)
+            )
             reduction_prev = reduction
             C_pp, C_p = C_p, nodes * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -168,4 +189,8 @@ class DartsSearchSpace(SearchSpace):
     granularities = ("operation",)
 
     def build(self, spec: SupernetSpec, options: Mapping[str, Any]) -> DartsSupernet:
-        return DartsSupernet(spec)
+        return DartsSupernet(
+            spec,
+            affine=bool(options.get("search_affine", False)),
+            pool_bn=bool(options.get("pool_bn", True)),
+        )

@@ -1,0 +1,1 @@
+"""NNI's one-shot NAS strategies as mgas_bench methods (entry point ``nni``)."""
