@@ -23,6 +23,7 @@ from mgas_bench.config import (
     parse_suite,
     unavailable_methods,
 )
+from mgas_bench.records import ResultsWriteError, check_writable
 from mgas_bench.registry import PluginError, Registry, build_registry
 
 # Errors that are the user's to fix: shown as one clear line, no traceback.
@@ -32,6 +33,7 @@ USER_ERRORS = (
     UnknownComponentError,
     DataNotFoundError,
     DataIntegrityError,
+    ResultsWriteError,
     ValueError,
 )
 
@@ -182,6 +184,7 @@ def run(
     configs = expand_suite(overridden, registry)
     if not configs:
         raise ConfigError("the suite expands to no runs (no available methods?)")
+    check_writable(results)
     click.echo(f"{len(configs)} run(s); results in {results}/")
     try:
         report = run_suite(configs, results, registry, isolate=not in_process, threads=threads)
@@ -195,9 +198,10 @@ def run(
     click.echo("")
     click.echo(files.markdown.read_text())
     click.echo(f"wrote {files.markdown}, {files.csv}" + (f", {files.plot}" if files.plot else ""))
+    elsewhere = f", {len(report.elsewhere)} running elsewhere" if report.elsewhere else ""
     click.echo(
         f"{len(report.completed)} completed, {len(report.skipped)} already done, "
-        f"{len(report.failed)} failed"
+        f"{len(report.failed)} failed{elsewhere}"
     )
     if report.failed:
         sys.exit(1)

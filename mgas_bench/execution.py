@@ -21,6 +21,7 @@ from mgas_bench.components import Architecture, DataRequest, SearchContext
 from mgas_bench.config import RunConfig
 from mgas_bench.data import search_data
 from mgas_bench.evaluation import evaluate_architecture
+from mgas_bench.locks import run_lock
 from mgas_bench.memory import PeakMemory
 from mgas_bench.records import (
     ARCHITECTURE,
@@ -32,6 +33,7 @@ from mgas_bench.records import (
     STATUS_RUNNING,
     RunInfo,
     new_record,
+    read_record,
     run_dir,
     write_json_atomic,
 )
@@ -77,10 +79,25 @@ def save_architecture(arch: Architecture, folder: Path) -> None:
 def execute_run(
     config: RunConfig, results: Path, registry: Registry | None = None
 ) -> dict[str, Any]:
-    """Run one config and return its final record (also written to disk)."""
-    registry = registry or build_registry()
+    """Run one config and return its final record (also written to disk).
+
+    Holds the run's lock throughout: :class:`~mgas_bench.locks.RunLocked` if another
+    process is executing the same run. A run that another runner completed since this
+    one listed it as pending is not run again; its record is returned.
+    """
     folder = run_dir(results, config)
-    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder):
+        try:
+            done = read_record(folder)
+        except ValueError:
+            done = None  # unreadable: run it again
+        if done is not None and done.get("status") == STATUS_OK:
+            return done
+        return _execute(config, results, registry or build_registry())
+
+
+def _execute(config: RunConfig, results: Path, registry: Registry) -> dict[str, Any]:
+    folder = run_dir(results, config)
     info = RunInfo(config.run_id(), folder, config)
     log = _run_logger(info.run_id, folder / LOG)
     record = new_record(config, STATUS_RUNNING, config.device)

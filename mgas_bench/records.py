@@ -44,18 +44,40 @@ def run_dir(results: Path, config: RunConfig) -> Path:
     return runs_dir(results) / config.run_id()
 
 
+class ResultsWriteError(RuntimeError):
+    """The results folder cannot be written (full disk, no permission, not a folder)."""
+
+
+def check_writable(results: Path) -> None:
+    """Fail before any run starts if ``results`` cannot hold records."""
+    write_json_atomic(runs_dir(results) / ".write-check.json", {"ok": True})
+    (runs_dir(results) / ".write-check.json").unlink()
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` whole or not at all: a failed write leaves the old file.
+
+    :class:`ResultsWriteError` says which file could not be written and why.
+    """
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=False)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            raise ResultsWriteError(
+                f"cannot write {path}: {reason}; records written before are intact "
+                "(free space or fix permissions, then run the same command again to resume)"
+            ) from exc
         raise
 
 

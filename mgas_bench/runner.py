@@ -4,11 +4,14 @@ Each run executes in a fresh worker process by default. A run that crashes the
 interpreter, leaks memory or is killed then takes only itself down, and its
 search peak memory is measured in a process that holds nothing else. Completed
 runs are skipped, so re-running a suite after a failure or Ctrl-C resumes it.
+Runners that share a results folder skip the runs another one is executing (each
+run is locked by the process that executes it; see :mod:`mgas_bench.locks`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from tqdm import tqdm
 
 from mgas_bench.config import RunConfig
 from mgas_bench.execution import execute_run
+from mgas_bench.locks import RunLocked, is_locked, run_lock
 from mgas_bench.records import (
     RECORD,
     STATUS_FAILED,
@@ -37,6 +41,7 @@ class SuiteReport:
     completed: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[RunConfig] = field(default_factory=list)
+    elsewhere: list[RunConfig] = field(default_factory=list)  # run by another process
 
 
 def pending_runs(
@@ -60,12 +65,20 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+# A worker's exit status when another process holds its run's lock (BSD's EX_TEMPFAIL).
+EXIT_RUN_LOCKED = 75
+
+
 def _worker(config_json: str, results: str, threads: int | None) -> None:
     set_threads(threads)
-    execute_run(RunConfig.model_validate_json(config_json), Path(results))
+    try:
+        execute_run(RunConfig.model_validate_json(config_json), Path(results))
+    except RunLocked:
+        sys.exit(EXIT_RUN_LOCKED)
 
 
-def _run_in_worker(config: RunConfig, results: Path, threads: int | None) -> dict[str, Any]:
+def _run_in_worker(config: RunConfig, results: Path, threads: int | None) -> dict[str, Any] | None:
+    """The run's final record, or None if another process is executing it."""
     ctx = multiprocessing.get_context("spawn")
     process = ctx.Process(target=_worker, args=(config.model_dump_json(), str(results), threads))
     process.start()
@@ -80,17 +93,26 @@ def _run_in_worker(config: RunConfig, results: Path, threads: int | None) -> dic
             process.join()
         _settle(config, results, "interrupted")
         raise
+    if process.exitcode == EXIT_RUN_LOCKED:
+        return None
     return _settle(config, results, f"worker process exited with code {process.exitcode}")
 
 
 def _settle(config: RunConfig, results: Path, reason: str) -> dict[str, Any]:
-    """The run's final record; a worker that died mid-run is recorded as failed."""
+    """The run's final record; a worker that died mid-run is recorded as failed.
+
+    A record another process is still writing (it holds the run's lock) is left alone.
+    """
     folder = run_dir(results, config)
-    record = read_record(folder) or new_record(config, STATUS_RUNNING, config.device)
-    if record.get("status") == STATUS_RUNNING:
-        record.update(status=STATUS_FAILED, error=reason)
-        write_json_atomic(folder / RECORD, record)
-    return record
+    try:
+        with run_lock(folder):
+            record = read_record(folder) or new_record(config, STATUS_RUNNING, config.device)
+            if record.get("status") == STATUS_RUNNING:
+                record.update(status=STATUS_FAILED, error=reason)
+                write_json_atomic(folder / RECORD, record)
+            return record
+    except RunLocked:
+        return read_record(folder) or new_record(config, STATUS_RUNNING, config.device)
 
 
 def run_suite(
@@ -108,15 +130,27 @@ def run_suite(
         for config in todo:
             label = f"{config.method} / {config.dataset} / {config.variant} / seed {config.seed}"
             bar.set_postfix_str(label)
-            if isolate:
+            folder = run_dir(results, config)
+            if (read_record(folder) or {}).get("status") == STATUS_OK:
+                report.skipped.append(config)  # another runner completed it meanwhile
+                bar.update(1)
+                continue
+            if is_locked(folder):
+                record = None  # saves starting a worker that would find it locked
+            elif isolate:
                 record = _run_in_worker(config, results, threads)
             else:
                 try:
                     record = execute_run(config, results, registry)
+                except RunLocked:
+                    record = None
                 except KeyboardInterrupt:
                     _settle(config, results, "interrupted")
                     raise
-            if record["status"] == STATUS_OK:
+            if record is None:
+                report.elsewhere.append(config)
+                tqdm.write(f"busy   {label}: another process is running it")
+            elif record["status"] == STATUS_OK:
                 report.completed.append(record)
                 acc = record["metrics"].get("test_accuracy", float("nan"))
                 tqdm.write(f"ok     {label}: test accuracy {acc:.4f} [{record['run_id']}]")

@@ -7,15 +7,27 @@ code. Real DARTS searches run in test_cli.py and test_darts_search.py.
 
 from __future__ import annotations
 
+import errno
 import json
+import subprocess
+import sys
 
 import pytest
 
+from mgas_bench import records
 from mgas_bench.components import Architecture, Method, SearchResult
 from mgas_bench.config import expand_suite, parse_suite
 from mgas_bench.execution import execute_run
 from mgas_bench.hookspecs import hookimpl
-from mgas_bench.records import RECORD, read_record, run_dir, write_json_atomic
+from mgas_bench.leaderboard import load_runs
+from mgas_bench.locks import RunLocked, is_locked
+from mgas_bench.records import (
+    RECORD,
+    ResultsWriteError,
+    read_record,
+    run_dir,
+    write_json_atomic,
+)
 from mgas_bench.registry import build_registry
 from mgas_bench.runner import _settle, pending_runs, run_suite
 
@@ -150,3 +162,119 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         write_json_atomic(target, {"a": object()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+# ------------------------------------------------------------------ one process per run
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from mgas_bench.locks import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """Starts a real process that holds a run folder's lock until it is killed."""
+    procs = []
+
+    def hold(folder):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout.readline().strip() == "held"
+        procs.append(proc)
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_run_locked_by_another_process_is_skipped_and_its_record_left_alone(
+    tmp_path, test_registry, lock_holder
+):
+    busy, free = _configs(test_registry, ["fixed"], seeds=2)
+    folder = run_dir(tmp_path, busy)
+    write_json_atomic(folder / RECORD, {"status": "running", "run_id": busy.run_id()})
+    holder = lock_holder(folder)
+    assert is_locked(folder)
+    with pytest.raises(RunLocked):
+        execute_run(busy, tmp_path, test_registry)
+    # A runner that thinks the run's worker died must not fail the other process's run.
+    assert _settle(busy, tmp_path, "worker process exited with code -9")["status"] == "running"
+
+    report = run_suite([busy, free], tmp_path, test_registry, isolate=False)
+    assert report.elsewhere == [busy] and [r["seed"] for r in report.completed] == [1]
+    assert read_record(folder)["status"] == "running"
+
+    # The OS drops the lock of a process killed outright: nothing stays locked.
+    holder.kill()
+    holder.wait()
+    assert not is_locked(folder)
+    report = run_suite([busy, free], tmp_path, test_registry, isolate=False)
+    assert [r["seed"] for r in report.completed] == [0] and report.skipped == [free]
+
+
+def test_a_run_completed_by_another_runner_is_not_run_again(tmp_path, test_registry):
+    (config,) = _configs(test_registry, ["fixed"])
+    first = execute_run(config, tmp_path, test_registry)
+    # A runner that listed it as pending before the other finished it gets the record back.
+    assert execute_run(config, tmp_path, test_registry) == first
+    log = (run_dir(tmp_path, config) / "log.txt").read_text()
+    assert log.count(f"run {config.run_id()}:") == 1
+
+
+def test_two_runners_on_one_results_folder_run_each_run_once(tmp_path):
+    args = [sys.executable, "-m", "mgas_bench", "run", "--budget", "smoke", "--methods", "darts"]
+    args += ["--seeds", "3", "--threads", "1"]
+    runners = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for runner in runners:
+        _, err = runner.communicate(timeout=600)
+        assert runner.returncode == 0, err.decode()
+    folders = sorted((tmp_path / "results" / "runs").iterdir())
+    assert len(folders) == 3
+    for folder in folders:
+        assert read_record(folder)["status"] == "ok"
+        # Each executing process appends to the run's log: one start line, one execution.
+        log = (folder / "log.txt").read_text()
+        assert log.count(f"run {folder.name}:") == 1, log
+
+
+# ------------------------------------------------------------------ integrity
+
+
+def test_a_full_disk_stops_the_suite_with_a_clear_error_and_keeps_earlier_records(
+    tmp_path, test_registry, monkeypatch
+):
+    done, blocked = _configs(test_registry, ["fixed"], seeds=2)
+    run_suite([done], tmp_path, test_registry, isolate=False)
+    before = (run_dir(tmp_path, done) / RECORD).read_text()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records.os, "fsync", disk_full)
+    with pytest.raises(ResultsWriteError, match="No space left on device; records written before"):
+        run_suite([done, blocked], tmp_path, test_registry, isolate=False)
+    monkeypatch.undo()
+    assert (run_dir(tmp_path, done) / RECORD).read_text() == before
+    assert not list(tmp_path.rglob("*.tmp"))  # no half-written files left behind
+    stored = load_runs(tmp_path)
+    assert list(stored.runs["seed"]) == [0] and not stored.unreadable
+
+
+def test_a_non_finite_search_loss_fails_the_run_with_the_reason(tmp_path, test_registry):
+    # A learning rate near float32's limit makes the weights, then the loss, inf or nan.
+    (config,) = _configs(test_registry, ["darts"], options={"darts": {"w_lr": 3e38}})
+    record = execute_run(config, tmp_path, test_registry)
+    assert record["status"] == "failed"
+    assert record["error"].startswith("FloatingPointError: search loss became")
+    assert "search loss became" in (run_dir(tmp_path, config) / "log.txt").read_text()
