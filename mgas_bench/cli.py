@@ -130,6 +130,17 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     is_flag=True,
     help="Run in this process instead of one worker process per run (for debugging).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: one worker process per run, one after another; ray: one Ray task per run.",
+)
+@click.option(
+    "--address",
+    help="With --executor ray: a running Ray cluster's address (default: start a local Ray).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -145,6 +156,8 @@ def run(
     options: tuple[str, ...],
     threads: int | None,
     in_process: bool,
+    executor: str,
+    address: str | None,
 ) -> None:
     """Run a suite (default: the embedded digits suite), then print the leaderboard.
 
@@ -152,6 +165,7 @@ def run(
     interrupted suite.
     """
     from mgas_bench.leaderboard import write_leaderboard
+    from mgas_bench.ray_executor import ray_unavailable_reason, run_suite_on_ray
     from mgas_bench.runner import run_suite
 
     registry = _registry(ctx)
@@ -184,10 +198,17 @@ def run(
     configs = expand_suite(overridden, registry)
     if not configs:
         raise ConfigError("the suite expands to no runs (no available methods?)")
+    if address and executor != "ray":
+        raise ConfigError("--address needs --executor ray")
+    if executor == "ray" and (reason := ray_unavailable_reason()):
+        raise ConfigError(f"--executor ray: {reason}")
     check_writable(results)
     click.echo(f"{len(configs)} run(s); results in {results}/")
     try:
-        report = run_suite(configs, results, registry, isolate=not in_process, threads=threads)
+        if executor == "ray":
+            report = run_suite_on_ray(configs, results, address=address, threads=threads)
+        else:
+            report = run_suite(configs, results, registry, isolate=not in_process, threads=threads)
     except KeyboardInterrupt:
         click.echo(
             "\ninterrupted: completed runs are kept; run the same command again to resume.",

@@ -43,6 +43,34 @@ class SuiteReport:
     skipped: list[RunConfig] = field(default_factory=list)
     elsewhere: list[RunConfig] = field(default_factory=list)  # run by another process
 
+    def add(self, config: RunConfig, record: dict[str, Any] | None) -> None:
+        """Files one finished run (``record`` None: another process runs it) and prints it."""
+        label = run_label(config)
+        if record is None:
+            self.elsewhere.append(config)
+            tqdm.write(f"busy   {label}: another process is running it")
+        elif record["status"] == STATUS_OK:
+            self.completed.append(record)
+            acc = record["metrics"].get("test_accuracy", float("nan"))
+            tqdm.write(f"ok     {label}: test accuracy {acc:.4f} [{record['run_id']}]")
+        else:
+            self.failed.append(record)
+            tqdm.write(f"FAILED {label}: {record['error']} [{record['run_id']}]")
+
+
+def run_label(config: RunConfig) -> str:
+    return f"{config.method} / {config.dataset} / {config.variant} / seed {config.seed}"
+
+
+def progress_bar(total: int, done: int) -> tqdm:
+    """The suite's progress display, the same for every executor."""
+    return tqdm(total=total, initial=done, desc="runs", unit="run")
+
+
+def completed_elsewhere(results: Path, config: RunConfig) -> bool:
+    """Whether another runner completed the run since this one listed it as pending."""
+    return (read_record(run_dir(results, config)) or {}).get("status") == STATUS_OK
+
 
 def pending_runs(
     configs: Sequence[RunConfig], results: Path
@@ -91,14 +119,14 @@ def _run_in_worker(config: RunConfig, results: Path, threads: int | None) -> dic
         if process.is_alive():
             process.terminate()
             process.join()
-        _settle(config, results, "interrupted")
+        settle_record(config, results, "interrupted")
         raise
     if process.exitcode == EXIT_RUN_LOCKED:
         return None
-    return _settle(config, results, f"worker process exited with code {process.exitcode}")
+    return settle_record(config, results, f"worker process exited with code {process.exitcode}")
 
 
-def _settle(config: RunConfig, results: Path, reason: str) -> dict[str, Any]:
+def settle_record(config: RunConfig, results: Path, reason: str) -> dict[str, Any]:
     """The run's final record; a worker that died mid-run is recorded as failed.
 
     A record another process is still writing (it holds the run's lock) is left alone.
@@ -126,16 +154,14 @@ def run_suite(
     if not isolate:
         set_threads(threads)
     todo, report.skipped = pending_runs(configs, results)
-    with tqdm(total=len(configs), initial=len(report.skipped), desc="runs", unit="run") as bar:
+    with progress_bar(len(configs), len(report.skipped)) as bar:
         for config in todo:
-            label = f"{config.method} / {config.dataset} / {config.variant} / seed {config.seed}"
-            bar.set_postfix_str(label)
-            folder = run_dir(results, config)
-            if (read_record(folder) or {}).get("status") == STATUS_OK:
-                report.skipped.append(config)  # another runner completed it meanwhile
+            bar.set_postfix_str(run_label(config))
+            if completed_elsewhere(results, config):
+                report.skipped.append(config)
                 bar.update(1)
                 continue
-            if is_locked(folder):
+            if is_locked(run_dir(results, config)):
                 record = None  # saves starting a worker that would find it locked
             elif isolate:
                 record = _run_in_worker(config, results, threads)
@@ -145,17 +171,8 @@ def run_suite(
                 except RunLocked:
                     record = None
                 except KeyboardInterrupt:
-                    _settle(config, results, "interrupted")
+                    settle_record(config, results, "interrupted")
                     raise
-            if record is None:
-                report.elsewhere.append(config)
-                tqdm.write(f"busy   {label}: another process is running it")
-            elif record["status"] == STATUS_OK:
-                report.completed.append(record)
-                acc = record["metrics"].get("test_accuracy", float("nan"))
-                tqdm.write(f"ok     {label}: test accuracy {acc:.4f} [{record['run_id']}]")
-            else:
-                report.failed.append(record)
-                tqdm.write(f"FAILED {label}: {record['error']} [{record['run_id']}]")
+            report.add(config, record)
             bar.update(1)
     return report

@@ -29,7 +29,7 @@ from mgas_bench.records import (
     write_json_atomic,
 )
 from mgas_bench.registry import build_registry
-from mgas_bench.runner import _settle, pending_runs, run_suite
+from mgas_bench.runner import pending_runs, run_suite, settle_record
 
 GENOTYPE = {
     "normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
@@ -133,7 +133,7 @@ def test_a_worker_that_died_mid_run_is_recorded_as_failed(tmp_path, test_registr
     (config,) = _configs(test_registry, ["fixed"])
     folder = run_dir(tmp_path, config)
     write_json_atomic(folder / RECORD, {"status": "running", "run_id": config.run_id()})
-    record = _settle(config, tmp_path, "worker process exited with code -9")
+    record = settle_record(config, tmp_path, "worker process exited with code -9")
     assert record["status"] == "failed"
     assert read_record(folder)["error"] == "worker process exited with code -9"
 
@@ -206,7 +206,9 @@ def test_a_run_locked_by_another_process_is_skipped_and_its_record_left_alone(
     with pytest.raises(RunLocked):
         execute_run(busy, tmp_path, test_registry)
     # A runner that thinks the run's worker died must not fail the other process's run.
-    assert _settle(busy, tmp_path, "worker process exited with code -9")["status"] == "running"
+    assert (
+        settle_record(busy, tmp_path, "worker process exited with code -9")["status"] == "running"
+    )
 
     report = run_suite([busy, free], tmp_path, test_registry, isolate=False)
     assert report.elsewhere == [busy] and [r["seed"] for r in report.completed] == [1]
