@@ -12,37 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from baselines.darts.eval_network import NetworkCIFAR
-from baselines.darts.genotype import Genotype
+from baselines.darts.genotype import DARTS_V2
 from baselines.darts.method import Architect, Darts
 from baselines.darts.search_space import DartsSupernet
 from mgas_bench.components import SupernetSpec
 
 SPEC = SupernetSpec(in_channels=1, num_classes=10, input_size=8, cells=3, channels=4)
 BATCH = 64
-DARTS_V2 = Genotype(
-    normal=(
-        ("sep_conv_3x3", 0),
-        ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 0),
-        ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 1),
-        ("skip_connect", 0),
-        ("skip_connect", 0),
-        ("dil_conv_3x3", 2),
-    ),
-    normal_concat=(2, 3, 4, 5),
-    reduce=(
-        ("max_pool_3x3", 0),
-        ("max_pool_3x3", 1),
-        ("skip_connect", 2),
-        ("max_pool_3x3", 1),
-        ("max_pool_3x3", 0),
-        ("skip_connect", 2),
-        ("skip_connect", 2),
-        ("max_pool_3x3", 1),
-    ),
-    reduce_concat=(2, 3, 4, 5),
-)
 
 
 def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:

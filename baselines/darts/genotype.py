@@ -128,3 +128,30 @@ def load_genotype(path: str | Path) -> Genotype:
 
 def save_genotype(genotype: Genotype, path: str | Path) -> None:
     Path(path).write_text(json.dumps(genotype.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+# The DARTS V2 cell (second-order DARTS on CIFAR-10, Liu et al. 2019), a common reference.
+DARTS_V2 = Genotype(
+    normal=(
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 0),
+        ("skip_connect", 0),
+        ("dil_conv_3x3", 2),
+    ),
+    normal_concat=(2, 3, 4, 5),
+    reduce=(
+        ("max_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("skip_connect", 2),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
+    ),
+    reduce_concat=(2, 3, 4, 5),
+)
