@@ -24,7 +24,7 @@ from mgas_bench.locks import LOCK, RunLocked, run_lock
 from mgas_bench.records import RECORD, read_record, run_dir
 from mgas_bench.runner import (
     SuiteReport,
-    completed_elsewhere,
+    is_completed,
     pending_runs,
     progress_bar,
     run_label,
@@ -111,7 +111,7 @@ def run_suite_on_ray(
     try:
         with progress_bar(len(configs), len(report.skipped)) as bar:
             for config in todo:
-                if completed_elsewhere(results, config):
+                if is_completed(results, config):  # by another runner, since pending_runs
                     report.skipped.append(config)
                     bar.update(1)
                     continue

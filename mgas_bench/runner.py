@@ -67,8 +67,8 @@ def progress_bar(total: int, done: int) -> tqdm:
     return tqdm(total=total, initial=done, desc="runs", unit="run")
 
 
-def completed_elsewhere(results: Path, config: RunConfig) -> bool:
-    """Whether another runner completed the run since this one listed it as pending."""
+def is_completed(results: Path, config: RunConfig) -> bool:
+    """Whether the run has a record with status ok."""
     return (read_record(run_dir(results, config)) or {}).get("status") == STATUS_OK
 
 
@@ -78,8 +78,7 @@ def pending_runs(
     """Split ``configs`` into (to run, already completed)."""
     todo, done = [], []
     for config in configs:
-        record = read_record(run_dir(results, config))
-        (done if record and record.get("status") == STATUS_OK else todo).append(config)
+        (done if is_completed(results, config) else todo).append(config)
     return todo, done
 
 
@@ -157,7 +156,7 @@ def run_suite(
     with progress_bar(len(configs), len(report.skipped)) as bar:
         for config in todo:
             bar.set_postfix_str(run_label(config))
-            if completed_elsewhere(results, config):
+            if is_completed(results, config):  # by another runner, since pending_runs
                 report.skipped.append(config)
                 bar.update(1)
                 continue
