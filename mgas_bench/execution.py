@@ -7,6 +7,7 @@ caller decides whether to go on with the next run.
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import time
@@ -32,9 +33,11 @@ from mgas_bench.records import (
     STATUS_OK,
     STATUS_RUNNING,
     RunInfo,
+    is_completed,
     new_record,
     read_record,
     run_dir,
+    write_bytes_atomic,
     write_json_atomic,
 )
 from mgas_bench.registry import Registry, build_registry
@@ -71,9 +74,9 @@ def _run_logger(run_id: str, path: Path) -> logging.Logger:
 def save_architecture(arch: Architecture, folder: Path) -> None:
     write_json_atomic(folder / ARCHITECTURE, arch.payload)
     if arch.tensors is not None:
-        tmp = folder / f".{ARCHITECTURE_TENSORS}.tmp"
-        torch.save(arch.tensors, tmp)
-        tmp.replace(folder / ARCHITECTURE_TENSORS)
+        buffer = io.BytesIO()
+        torch.save(arch.tensors, buffer)
+        write_bytes_atomic(folder / ARCHITECTURE_TENSORS, buffer.getvalue())
 
 
 def execute_run(
@@ -87,12 +90,8 @@ def execute_run(
     """
     folder = run_dir(results, config)
     with run_lock(folder):
-        try:
-            done = read_record(folder)
-        except ValueError:
-            done = None  # unreadable: run it again
-        if done is not None and done.get("status") == STATUS_OK:
-            return done
+        if is_completed(folder):
+            return read_record(folder)
         return _execute(config, results, registry or build_registry())
 
 

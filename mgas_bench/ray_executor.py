@@ -21,10 +21,9 @@ from typing import Any
 from mgas_bench.config import RunConfig
 from mgas_bench.execution import execute_run
 from mgas_bench.locks import LOCK, RunLocked, run_lock
-from mgas_bench.records import RECORD, read_record, run_dir
+from mgas_bench.records import RECORD, is_completed, read_record, run_dir, write_bytes_atomic
 from mgas_bench.runner import (
     SuiteReport,
-    is_completed,
     pending_runs,
     progress_bar,
     run_label,
@@ -70,16 +69,9 @@ def _store(results: Path, config: RunConfig, record: dict[str, Any], files: dict
     if read_record(folder) == record:
         return  # the worker shares this filesystem: it wrote them itself
     with run_lock(folder):
-        for name, content in files.items():
-            if name == RECORD:
-                continue
-            tmp = folder / f".{name}.tmp"
-            tmp.write_bytes(content)
-            tmp.replace(folder / name)
         # The record last: a readable record means the run's files are complete.
-        tmp = folder / f".{RECORD}.tmp"
-        tmp.write_bytes(files[RECORD])
-        tmp.replace(folder / RECORD)
+        for name in sorted(files, key=lambda name: name == RECORD):
+            write_bytes_atomic(folder / name, files[name])
 
 
 def run_suite_on_ray(
@@ -111,7 +103,7 @@ def run_suite_on_ray(
     try:
         with progress_bar(len(configs), len(report.skipped)) as bar:
             for config in todo:
-                if is_completed(results, config):  # by another runner, since pending_runs
+                if is_completed(run_dir(results, config)):  # by another runner meanwhile
                     report.skipped.append(config)
                     bar.update(1)
                     continue

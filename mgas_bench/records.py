@@ -55,7 +55,12 @@ def check_writable(results: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` whole or not at all: a failed write leaves the old file.
+    """Write ``data`` as indented JSON, whole or not at all (see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_bytes_atomic(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` whole or not at all: a failed write leaves the old file.
 
     :class:`ResultsWriteError` says which file could not be written and why.
     """
@@ -63,9 +68,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -87,6 +91,18 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         return json.loads((folder / RECORD).read_text())
     except FileNotFoundError:
         return None
+
+
+def is_completed(folder: Path) -> bool:
+    """Whether the run in ``folder`` has a readable record with status ok.
+
+    An unreadable record counts as not completed, so the run is executed again.
+    """
+    try:
+        record = read_record(folder)
+    except ValueError:
+        return False
+    return record is not None and record.get("status") == STATUS_OK
 
 
 def iter_records(results: Path) -> Iterator[tuple[Path, dict[str, Any] | Exception]]:

@@ -28,6 +28,7 @@ from mgas_bench.records import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_RUNNING,
+    is_completed,
     new_record,
     read_record,
     run_dir,
@@ -67,18 +68,13 @@ def progress_bar(total: int, done: int) -> tqdm:
     return tqdm(total=total, initial=done, desc="runs", unit="run")
 
 
-def is_completed(results: Path, config: RunConfig) -> bool:
-    """Whether the run has a record with status ok."""
-    return (read_record(run_dir(results, config)) or {}).get("status") == STATUS_OK
-
-
 def pending_runs(
     configs: Sequence[RunConfig], results: Path
 ) -> tuple[list[RunConfig], list[RunConfig]]:
     """Split ``configs`` into (to run, already completed)."""
     todo, done = [], []
     for config in configs:
-        (done if is_completed(results, config) else todo).append(config)
+        (done if is_completed(run_dir(results, config)) else todo).append(config)
     return todo, done
 
 
@@ -156,7 +152,7 @@ def run_suite(
     with progress_bar(len(configs), len(report.skipped)) as bar:
         for config in todo:
             bar.set_postfix_str(run_label(config))
-            if is_completed(results, config):  # by another runner, since pending_runs
+            if is_completed(run_dir(results, config)):  # by another runner, since pending_runs
                 report.skipped.append(config)
                 bar.update(1)
                 continue

@@ -280,3 +280,15 @@ def test_a_non_finite_search_loss_fails_the_run_with_the_reason(tmp_path, test_r
     assert record["status"] == "failed"
     assert record["error"].startswith("FloatingPointError: search loss became")
     assert "search loss became" in (run_dir(tmp_path, config) / "log.txt").read_text()
+
+
+def test_an_unreadable_record_is_run_again_instead_of_stopping_the_suite(tmp_path, test_registry):
+    (config,) = _configs(test_registry, ["fixed"])
+    folder = run_dir(tmp_path, config)
+    folder.mkdir(parents=True)
+    (folder / RECORD).write_text('{"status": "ok", "metr')  # cut off, e.g. by a copy
+    todo, done = pending_runs([config], tmp_path)
+    assert todo == [config] and not done
+    report = run_suite([config], tmp_path, test_registry, isolate=False)
+    assert [r["status"] for r in report.completed] == ["ok"]
+    assert read_record(folder)["status"] == "ok"
