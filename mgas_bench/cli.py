@@ -112,6 +112,24 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
 @click.option("--download", is_flag=True, help="Allow downloading data sets that support it.")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (overrides the suite).")
 @click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    help="bf16: mixed precision (bf16 autocast) for search and evaluation training.",
+)
+@click.option(
+    "--channels-last", is_flag=True, default=None, help="Networks and batches in NHWC layout."
+)
+@click.option(
+    "--loader-workers",
+    type=click.IntRange(min=0),
+    help="Data loading worker processes per loader (0: load in the run's process).",
+)
+@click.option(
+    "--pin-memory/--no-pin-memory",
+    default=None,
+    help="Page-locked batches for faster copies to a GPU (default: on with CUDA).",
+)
+@click.option(
     "--option",
     "-o",
     "options",
@@ -141,6 +159,11 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     "--address",
     help="With --executor ray: a running Ray cluster's address (default: start a local Ray).",
 )
+@click.option(
+    "--no-resume",
+    is_flag=True,
+    help="Start unfinished runs afresh, discarding their checkpoints (say, after a code change).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -153,16 +176,21 @@ def run(
     data_root: Path | None,
     download: bool,
     device: str | None,
+    precision: str | None,
+    channels_last: bool | None,
+    loader_workers: int | None,
+    pin_memory: bool | None,
     options: tuple[str, ...],
     threads: int | None,
     in_process: bool,
     executor: str,
     address: str | None,
+    no_resume: bool,
 ) -> None:
     """Run a suite (default: the embedded digits suite), then print the leaderboard.
 
-    Completed runs are skipped, so running the same command again resumes an
-    interrupted suite.
+    Completed runs are skipped and unfinished ones go on from their last checkpoint,
+    so running the same command again resumes an interrupted suite.
     """
     from mgas_bench.leaderboard import write_leaderboard
     from mgas_bench.ray_executor import ray_unavailable_reason, run_suite_on_ray
@@ -182,6 +210,13 @@ def run(
         spec["budget"] = budget
     if device:
         spec["device"] = device
+    runtime = {
+        "precision": precision,
+        "channels_last": channels_last,
+        "loader_workers": loader_workers,
+        "pin_memory": pin_memory,
+    }
+    spec["runtime"].update({key: value for key, value in runtime.items() if value is not None})
     if data_root:
         spec["data"]["root"] = str(data_root)
     if download:
@@ -206,9 +241,18 @@ def run(
     click.echo(f"{len(configs)} run(s); results in {results}/")
     try:
         if executor == "ray":
-            report = run_suite_on_ray(configs, results, address=address, threads=threads)
+            report = run_suite_on_ray(
+                configs, results, address=address, threads=threads, resume=not no_resume
+            )
         else:
-            report = run_suite(configs, results, registry, isolate=not in_process, threads=threads)
+            report = run_suite(
+                configs,
+                results,
+                registry,
+                isolate=not in_process,
+                threads=threads,
+                resume=not no_resume,
+            )
     except KeyboardInterrupt:
         click.echo(
             "\ninterrupted: completed runs are kept; run the same command again to resume.",

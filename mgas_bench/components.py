@@ -330,6 +330,44 @@ class SearchBudget:
     max_steps_per_epoch: int | None = None
 
 
+class Checkpoints(ABC):
+    """Where a method saves its progress, so that a killed run goes on from there.
+
+    A method calls :meth:`save` at its epoch (and stage) boundaries and :meth:`restore`
+    once it has built, with the run's seed, everything its state refers to. The host
+    adds to each checkpoint what makes the continuation match an uninterrupted run: the
+    state of every random generator (Python, NumPy, torch on CPU and CUDA, the search
+    loaders' own generators) and the time and memory the search has used so far.
+    """
+
+    @abstractmethod
+    def save(self, state: Any, *, epoch: int, stage: int | None = None) -> None:
+        """Replace the last checkpoint with ``state`` (anything ``torch.save`` pickles).
+
+        ``epoch`` is the last completed epoch (as passed to ``epoch_ended``), ``stage``
+        the last completed stage, if the method has stages.
+        """
+
+    @abstractmethod
+    def restore(self) -> Any | None:
+        """The state of the last :meth:`save`, or ``None`` when the run starts afresh.
+
+        Every call also puts the random generators back as they were at that save, so a
+        method whose toolkit draws random numbers while it builds may call it again
+        just before its first step.
+        """
+
+
+class NoCheckpoints(Checkpoints):
+    """Checkpointing off: nothing is saved and every run starts afresh."""
+
+    def save(self, state: Any, *, epoch: int, stage: int | None = None) -> None:
+        return None
+
+    def restore(self) -> Any | None:
+        return None
+
+
 @dataclass
 class SearchContext:
     """Everything a method's ``search`` gets from the host."""
@@ -346,6 +384,13 @@ class SearchContext:
     # Observers hear about progress through these; they call the lifecycle hooks.
     epoch_ended: Callable[..., None]
     stage_ended: Callable[..., None]
+    checkpoints: Checkpoints = field(default_factory=NoCheckpoints)
+    # torch.channels_last when the run asks for it; the loaders' batches already are.
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    def place(self, module: nn.Module) -> nn.Module:
+        """``module`` on the run's device, in the run's memory format (call after rebuilding)."""
+        return module.to(device=self.device, memory_format=self.memory_format)
 
     def supernet_spec(self) -> SupernetSpec:
         info = self.data.info

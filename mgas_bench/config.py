@@ -13,7 +13,7 @@ import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -70,9 +70,24 @@ class EvalConfig(_Strict):
     max_steps_per_epoch: int | None = Field(None, ge=1)
 
 
+class RuntimeConfig(_Strict):
+    """How a run uses its device and loads its data.
+
+    Mixed precision and channels-last change a run's arithmetic (a little), and loader
+    worker processes draw augmentations from their own generators, so these are part
+    of a run's identity when set; pinned memory changes only speed.
+    """
+
+    # bf16 autocast around search and evaluation training; it needs no loss scaling.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False  # networks and input batches in NHWC memory format
+    loader_workers: int = Field(0, ge=0)  # data loading processes per loader; 0 = in the run's
+    pin_memory: bool | None = None  # None: on with CUDA
+
+
 # Where the data lives and whether it may be fetched do not change what a run
-# computes, so they are left out of its identity.
-_NOT_IN_IDENTITY = {"data": {"root", "download"}}
+# computes, so they are left out of its identity; nor does pinned memory.
+_NOT_IN_IDENTITY = {"data": {"root", "download"}, "runtime": {"pin_memory"}}
 
 
 class RunConfig(_Strict):
@@ -86,9 +101,12 @@ class RunConfig(_Strict):
     search: SearchConfig
     eval: EvalConfig
     device: str = "cpu"
+    runtime: RuntimeConfig = RuntimeConfig()
 
     def run_id(self) -> str:
         identity = self.model_dump(mode="json", exclude=_NOT_IN_IDENTITY)
+        if identity["runtime"] == RuntimeConfig().model_dump(mode="json", exclude={"pin_memory"}):
+            del identity["runtime"]  # run ids from before these options existed stay valid
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -109,6 +127,7 @@ class Suite(_Strict):
     seeds: int | list[int] = 2
     budget: str = "small"
     device: str = "cpu"
+    runtime: RuntimeConfig = RuntimeConfig()
     data: dict[str, Any] = {}
     # Per data set options, e.g. [dataset_options.digits] input_size = 16.
     dataset_options: dict[str, dict[str, Any]] = {}
@@ -228,6 +247,7 @@ def expand_suite(suite: Suite, registry: Registry) -> list[RunConfig]:
                             search={**budget["search"], **suite.search},
                             eval={**budget["eval"], **suite.eval},
                             device=suite.device,
+                            runtime=suite.runtime,
                         )
                     )
     return configs

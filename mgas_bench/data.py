@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 from torch.utils.data import Dataset as TorchDataset
 
 from mgas_bench.components import DataBundle, SearchData
@@ -23,24 +25,44 @@ def search_split(train: TorchDataset, fraction: float, split_seed: int) -> tuple
     return Subset(train, order[:n_weights]), Subset(train, order[n_weights:])
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How batches reach the device (from the run's runtime config)."""
+
+    workers: int = 0
+    pin_memory: bool = False
+    channels_last: bool = False
+
+
+class _ChannelsLastBatches:
+    """Collates as usual, then lays the images out NHWC (picklable, for worker processes)."""
+
+    def __call__(self, items: list) -> list:
+        images, labels = default_collate(items)
+        return [images.contiguous(memory_format=torch.channels_last), labels]
+
+
 def loader(
     dataset: TorchDataset,
     batch_size: int,
     shuffle: bool,
     seed: int,
-    device: torch.device,
+    options: LoaderOptions = LoaderOptions(),
     drop_last: bool = False,
 ) -> DataLoader:
-    # A generator of its own makes the batch order depend on the run seed alone,
-    # not on how much of the global RNG the model's initialisation used.
+    # A generator of its own makes the batch order depend on the run seed alone, not
+    # on how much of the global RNG the model's initialisation used. Worker processes
+    # are seeded from it too, so their augmentations depend on the run seed alone.
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
-        num_workers=0,
-        pin_memory=device.type == "cuda",
+        num_workers=options.workers,
+        persistent_workers=False,
+        pin_memory=options.pin_memory,
+        collate_fn=_ChannelsLastBatches() if options.channels_last else None,
     )
 
 
@@ -50,13 +72,13 @@ def search_data(
     split_seed: int,
     batch_size: int,
     seed: int,
-    device: torch.device,
+    options: LoaderOptions = LoaderOptions(),
 ) -> SearchData:
     weights, arch = search_split(bundle.train, fraction, split_seed)
     return SearchData(
         info=bundle.info,
-        weights=loader(weights, batch_size, True, seed, device, drop_last=False),
-        arch=loader(arch, batch_size, True, seed + 1, device, drop_last=False),
+        weights=loader(weights, batch_size, True, seed, options),
+        arch=loader(arch, batch_size, True, seed + 1, options),
     )
 
 

@@ -20,12 +20,15 @@ from torch import nn
 from mgas_bench.components import (
     Architecture,
     ArchitectureFormat,
+    Checkpoints,
     DataBundle,
     DatasetInfo,
     NetworkSpec,
+    NoCheckpoints,
 )
-from mgas_bench.config import EvalConfig
+from mgas_bench.config import EvalConfig, RuntimeConfig
 from mgas_bench.data import cutout, loader
+from mgas_bench.devices import autocast, loader_options, memory_format
 from mgas_bench.profiling import count_macs, count_masked_out_parameters, count_parameters
 
 
@@ -78,21 +81,36 @@ def evaluate_architecture(
     seed: int,
     device: torch.device,
     on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+    checkpoints: Checkpoints | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> dict[str, float]:
+    """Train and test; with ``checkpoints``, save after every epoch and go on from the last save."""
+    checkpoints = checkpoints or NoCheckpoints()
     start = time.perf_counter()
     torch.manual_seed(seed)
     spec = network_spec(bundle.info, cfg.channels, cfg.layers, cfg.auxiliary)
     model = fmt.build_network(arch, spec)
+    runtime = runtime or RuntimeConfig()
     metrics = measure_network(model, bundle.info)
-    model.to(device)
-    train = loader(bundle.train, cfg.batch_size, True, seed, device, drop_last=False)
-    test = loader(bundle.test, cfg.batch_size, False, seed, device)
+    options = loader_options(runtime, device)
+    model.to(device, memory_format=memory_format(runtime))
+    train = loader(bundle.train, cfg.batch_size, True, seed, options)
+    test = loader(bundle.test, cfg.batch_size, False, seed, options)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(cfg.epochs, 1))
     cut_rng = torch.Generator().manual_seed(seed)
-    for epoch in range(cfg.epochs):
+    first_epoch, seconds_before = 0, 0.0
+    saved = checkpoints.restore()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        train.generator.set_state(saved["loader_rng"])
+        cut_rng.set_state(saved["cutout_rng"])
+        first_epoch, seconds_before = saved["epoch"], saved["seconds"]
+    for epoch in range(first_epoch, cfg.epochs):
         model.train()
         model.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
         seen = correct = 0
@@ -102,10 +120,11 @@ def evaluate_architecture(
                 break
             images = cutout(images, cfg.cutout, cut_rng).to(device)
             labels = labels.to(device)
-            logits, aux_logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-            if aux_logits is not None:
-                loss = loss + cfg.auxiliary_weight * F.cross_entropy(aux_logits, labels)
+            with autocast(runtime, device):
+                logits, aux_logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+                if aux_logits is not None:
+                    loss = loss + cfg.auxiliary_weight * F.cross_entropy(aux_logits, labels)
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(
                     f"evaluation loss became {loss.item()} at epoch {epoch + 1}"
@@ -122,7 +141,20 @@ def evaluate_architecture(
             epoch + 1,
             {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)},
         )
+        checkpoints.save(
+            {
+                "epoch": epoch + 1,
+                "seconds": seconds_before + time.perf_counter() - start,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "loader_rng": train.generator.get_state(),
+                "cutout_rng": cut_rng.get_state(),
+            },
+            epoch=epoch + 1,
+        )
     model.drop_path_prob = 0.0
-    metrics["test_accuracy"] = accuracy(model, test, device)
-    metrics["eval_seconds"] = time.perf_counter() - start
+    with autocast(runtime, device):
+        metrics["test_accuracy"] = accuracy(model, test, device)
+    metrics["eval_seconds"] = seconds_before + time.perf_counter() - start
     return metrics

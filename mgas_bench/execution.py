@@ -2,15 +2,17 @@
 
 Search, save the architecture, evaluate it, write the record. Anything that goes
 wrong is written into the run's record (status ``failed``) and its log; the
-caller decides whether to go on with the next run.
+caller decides whether to go on with the next run. Both phases checkpoint as they go
+(:mod:`mgas_bench.checkpoints`), so executing an unfinished run again goes on from
+where the last attempt stopped.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import random
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mgas_bench.components import Architecture, DataRequest, SearchContext
+from mgas_bench.checkpoints import RunCheckpoints, checkpoint_dir, discard_checkpoints
+from mgas_bench.components import Architecture, DataBundle, DataRequest, SearchContext
 from mgas_bench.config import RunConfig
 from mgas_bench.data import search_data
+from mgas_bench.devices import autocast, loader_options, memory_format, resolve_device
 from mgas_bench.evaluation import evaluate_architecture
 from mgas_bench.locks import run_lock
 from mgas_bench.memory import PeakMemory
@@ -41,15 +45,6 @@ from mgas_bench.records import (
     write_json_atomic,
 )
 from mgas_bench.registry import Registry, build_registry
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device here")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -79,19 +74,30 @@ def save_architecture(arch: Architecture, folder: Path) -> None:
         write_bytes_atomic(folder / ARCHITECTURE_TENSORS, buffer.getvalue())
 
 
+def load_architecture(folder: Path, fmt: str) -> Architecture:
+    """The architecture :func:`save_architecture` wrote to ``folder``, in format ``fmt``."""
+    payload = json.loads((folder / ARCHITECTURE).read_text())
+    tensors_file = folder / ARCHITECTURE_TENSORS
+    tensors = torch.load(tensors_file, weights_only=True) if tensors_file.exists() else None
+    return Architecture(fmt, payload, tensors)
+
+
 def execute_run(
-    config: RunConfig, results: Path, registry: Registry | None = None
+    config: RunConfig, results: Path, registry: Registry | None = None, resume: bool = True
 ) -> dict[str, Any]:
     """Run one config and return its final record (also written to disk).
 
     Holds the run's lock throughout: :class:`~mgas_bench.locks.RunLocked` if another
     process is executing the same run. A run that another runner completed since this
-    one listed it as pending is not run again; its record is returned.
+    one listed it as pending is not run again; its record is returned. An unfinished
+    run goes on from its last checkpoint unless ``resume`` is false.
     """
     folder = run_dir(results, config)
     with run_lock(folder):
         if is_completed(folder):
             return read_record(folder)
+        if not resume:
+            discard_checkpoints(folder)
         return _execute(config, results, registry or build_registry())
 
 
@@ -113,6 +119,7 @@ def _execute(config: RunConfig, results: Path, registry: Registry) -> dict[str, 
             config, registry, info, device, log
         )
         record["status"] = STATUS_OK
+        discard_checkpoints(folder)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         record["status"] = STATUS_FAILED
@@ -139,10 +146,6 @@ def _search_and_evaluate(
     device: torch.device,
     log: logging.Logger,
 ) -> tuple[dict[str, float], str]:
-    method = registry.get("method", config.method)
-    reason = method.unavailable_reason()
-    if reason:
-        raise RuntimeError(f"method {config.method!r} is unavailable: {reason}")
     dataset = registry.get("dataset", config.dataset)
     request = DataRequest(
         root=Path(config.data.root).expanduser(),
@@ -151,6 +154,52 @@ def _search_and_evaluate(
         options=config.data.options,
     )
     bundle = dataset.load(request)
+    searched = _finished_search(info.run_dir, log)
+    if searched is None:
+        searched = _search(config, registry, info, bundle, device, log)
+    arch, search_metrics = searched
+    fmt = registry.get("architecture_format", arch.format)
+
+    def eval_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        log.info("eval epoch %d: %s", epoch, _fmt(metrics))
+        registry.hook.epoch_ended(run=info, phase="eval", epoch=epoch, metrics=metrics)
+
+    checkpoints = RunCheckpoints(
+        info.run_dir,
+        "eval",
+        log,
+        resumed=lambda epoch: registry.hook.run_resumed(run=info, phase="eval", epoch=epoch),
+    )
+    seed_everything(config.seed)
+    metrics = evaluate_architecture(
+        arch,
+        fmt,
+        bundle,
+        config.eval,
+        config.seed,
+        device,
+        on_epoch=eval_epoch,
+        checkpoints=checkpoints,
+        runtime=config.runtime,
+    )
+    metrics.update(search_metrics)
+    log.info("evaluation: %s", _fmt(metrics))
+    return metrics, arch.format
+
+
+def _search(
+    config: RunConfig,
+    registry: Registry,
+    info: RunInfo,
+    bundle: DataBundle,
+    device: torch.device,
+    log: logging.Logger,
+) -> tuple[Architecture, dict[str, float]]:
+    """Search (from the last checkpoint, if any), save the architecture, mark the search done."""
+    method = registry.get("method", config.method)
+    reason = method.unavailable_reason()
+    if reason:
+        raise RuntimeError(f"method {config.method!r} is unavailable: {reason}")
     seed_everything(config.seed)
     budget = config.search.budget()
     data = search_data(
@@ -159,10 +208,10 @@ def _search_and_evaluate(
         config.data.split_seed,
         budget.batch_size,
         config.seed,
-        device,
+        loader_options(config.runtime, device),
     )
 
-    def epoch_ended(phase: str, epoch: int, metrics: dict[str, float]) -> None:
+    def epoch_ended(epoch: int, metrics: dict[str, float], phase: str = "search") -> None:
         log.info("%s epoch %d: %s", phase, epoch, _fmt(metrics))
         registry.hook.epoch_ended(run=info, phase=phase, epoch=epoch, metrics=metrics)
 
@@ -170,6 +219,15 @@ def _search_and_evaluate(
         log.info("stage %d ended: %s", stage, _fmt(metrics))
         registry.hook.stage_ended(run=info, stage=stage, metrics=metrics)
 
+    meter = PeakMemory(device)
+    checkpoints = RunCheckpoints(
+        info.run_dir,
+        "search",
+        log,
+        generators=[data.weights.generator, data.arch.generator],
+        peak_mb=meter.so_far,
+        resumed=lambda epoch: registry.hook.run_resumed(run=info, phase="search", epoch=epoch),
+    )
     ctx = SearchContext(
         method=config.method,
         options=config.options,
@@ -180,39 +238,53 @@ def _search_and_evaluate(
         run_dir=info.run_dir,
         log=log,
         components=registry,
-        epoch_ended=lambda epoch, metrics, phase="search": epoch_ended(phase, epoch, metrics),
+        epoch_ended=epoch_ended,
         stage_ended=stage_ended,
+        checkpoints=checkpoints,
+        memory_format=memory_format(config.runtime),
     )
     prepare = getattr(method, "prepare", None)  # optional: plugins may duck-type Method
     if prepare is not None:
         prepare(ctx)
-    start = time.perf_counter()
-    with PeakMemory(device) as peak:
+    checkpoints.start_clock()
+    with meter, autocast(config.runtime, device):
         result = method.search(ctx)
-    search_seconds = time.perf_counter() - start
     arch = result.architecture
     fmt = registry.get("architecture_format", arch.format)
     fmt.validate(arch.payload)
     save_architecture(arch, info.run_dir)
-    log.info("search done in %.1f s; architecture: %s", search_seconds, arch.payload)
-
-    seed_everything(config.seed)
-    metrics = evaluate_architecture(
-        arch,
-        fmt,
-        bundle,
-        config.eval,
-        config.seed,
-        device,
-        on_epoch=lambda epoch, m: epoch_ended("eval", epoch, m),
-    )
-    metrics.update(
-        search_seconds=search_seconds,
-        search_peak_mem_mb=peak.mb,
+    metrics = {
+        "search_seconds": checkpoints.seconds(),
+        "search_peak_mem_mb": max(meter.mb, checkpoints.peak_mb_before),
         **{f"search_{k}": v for k, v in result.metrics.items()},
+    }
+    # The architecture is on disk: a run killed during evaluation does not search again.
+    write_json_atomic(
+        checkpoint_dir(info.run_dir) / SEARCH_DONE, {"format": arch.format, "metrics": metrics}
     )
-    log.info("evaluation: %s", _fmt(metrics))
-    return metrics, arch.format
+    checkpoints.discard()
+    log.info("search done in %.1f s; architecture: %s", metrics["search_seconds"], arch.payload)
+    return arch, metrics
+
+
+SEARCH_DONE = "search-done.json"  # in the checkpoints folder, beside the phases' checkpoints
+
+
+def _finished_search(
+    folder: Path, log: logging.Logger
+) -> tuple[Architecture, dict[str, float]] | None:
+    """The architecture and search metrics of an earlier attempt whose search finished."""
+    marker = checkpoint_dir(folder) / SEARCH_DONE
+    if not marker.exists():
+        return None
+    try:
+        done = json.loads(marker.read_text())
+        arch = load_architecture(folder, done["format"])
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("cannot reuse the finished search (%s); searching again", exc)
+        return None
+    log.info("search finished in an earlier attempt; evaluating its architecture")
+    return arch, done["metrics"]
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -97,6 +97,15 @@ def stage_ended(run: RunInfo, stage: int, metrics: dict[str, float]) -> None:
 
 
 @hookspec
+def run_resumed(run: RunInfo, phase: str, epoch: int) -> None:
+    """A run goes on from a checkpoint: ``phase`` resumes after its epoch ``epoch``.
+
+    The epochs after ``epoch`` that the interrupted process had reported are reported
+    again as they are redone.
+    """
+
+
+@hookspec
 def run_finished(run: RunInfo, record: dict[str, Any]) -> None:
     """A run ended, successfully or not; ``record`` is what was written to record.json."""
 

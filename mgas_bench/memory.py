@@ -38,6 +38,7 @@ class PeakMemory:
         self.device = device
         self.mb = float("nan")
         self._baseline = 0.0
+        self._resettable = False
 
     def __enter__(self) -> PeakMemory:
         import torch._dynamo  # see the module docstring
@@ -56,6 +57,10 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.mb = self.so_far()
+
+    def so_far(self) -> float:
+        """The peak above the baseline up to now, inside the block (a checkpoint keeps it)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -65,4 +70,4 @@ class PeakMemory:
             # ru_maxrss is the lifetime peak: only meaningful in a fresh process.
             scale = 1 if sys.platform == "darwin" else 1024
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-        self.mb = max(peak - self._baseline, 0.0)
+        return max(peak - self._baseline, 0.0)

@@ -45,13 +45,13 @@ def ray_unavailable_reason() -> str | None:
 
 
 def _execute_task(
-    config_json: str, results: str, threads: int | None
+    config_json: str, results: str, threads: int | None, resume: bool = True
 ) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
     """Runs in a Ray worker: the run's record (None if locked elsewhere) and its files."""
     set_threads(threads)
     config = RunConfig.model_validate_json(config_json)
     try:
-        record = execute_run(config, Path(results))
+        record = execute_run(config, Path(results), resume=resume)
     except RunLocked:
         return None, {}
     folder = run_dir(Path(results), config)
@@ -80,6 +80,7 @@ def run_suite_on_ray(
     address: str | None = None,
     threads: int | None = None,
     num_cpus: int | None = None,
+    resume: bool = True,
 ) -> SuiteReport:
     """Runs the suite's pending runs as Ray tasks; ``num_cpus`` sizes a local Ray only."""
     reason = ray_unavailable_reason()
@@ -111,7 +112,7 @@ def run_suite_on_ray(
                 if config.device.startswith("cuda"):
                     resources["num_gpus"] = 1
                 ref = task.options(**resources, max_retries=0).remote(
-                    config.model_dump_json(), str(results), threads
+                    config.model_dump_json(), str(results), threads, resume
                 )
                 pending[ref] = config
             while pending:

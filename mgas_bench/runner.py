@@ -3,7 +3,8 @@
 Each run executes in a fresh worker process by default. A run that crashes the
 interpreter, leaks memory or is killed then takes only itself down, and its
 search peak memory is measured in a process that holds nothing else. Completed
-runs are skipped, so re-running a suite after a failure or Ctrl-C resumes it.
+runs are skipped and unfinished ones go on from their last checkpoint, so re-running
+a suite after a failure, a kill or Ctrl-C resumes it.
 Runners that share a results folder skip the runs another one is executing (each
 run is locked by the process that executes it; see :mod:`mgas_bench.locks`).
 """
@@ -92,18 +93,22 @@ def set_threads(threads: int | None) -> None:
 EXIT_RUN_LOCKED = 75
 
 
-def _worker(config_json: str, results: str, threads: int | None) -> None:
+def _worker(config_json: str, results: str, threads: int | None, resume: bool) -> None:
     set_threads(threads)
     try:
-        execute_run(RunConfig.model_validate_json(config_json), Path(results))
+        execute_run(RunConfig.model_validate_json(config_json), Path(results), resume=resume)
     except RunLocked:
         sys.exit(EXIT_RUN_LOCKED)
 
 
-def _run_in_worker(config: RunConfig, results: Path, threads: int | None) -> dict[str, Any] | None:
+def _run_in_worker(
+    config: RunConfig, results: Path, threads: int | None, resume: bool
+) -> dict[str, Any] | None:
     """The run's final record, or None if another process is executing it."""
     ctx = multiprocessing.get_context("spawn")
-    process = ctx.Process(target=_worker, args=(config.model_dump_json(), str(results), threads))
+    process = ctx.Process(
+        target=_worker, args=(config.model_dump_json(), str(results), threads, resume)
+    )
     process.start()
     try:
         process.join()
@@ -144,7 +149,9 @@ def run_suite(
     registry: Registry,
     isolate: bool = True,
     threads: int | None = None,
+    resume: bool = True,
 ) -> SuiteReport:
+    """Runs the pending runs; unfinished ones go on from their checkpoints if ``resume``."""
     report = SuiteReport()
     if not isolate:
         set_threads(threads)
@@ -159,10 +166,10 @@ def run_suite(
             if is_locked(run_dir(results, config)):
                 record = None  # saves starting a worker that would find it locked
             elif isolate:
-                record = _run_in_worker(config, results, threads)
+                record = _run_in_worker(config, results, threads, resume)
             else:
                 try:
-                    record = execute_run(config, results, registry)
+                    record = execute_run(config, results, registry, resume=resume)
                 except RunLocked:
                     record = None
                 except KeyboardInterrupt:

@@ -47,6 +47,15 @@ def stage_ended(run: RunInfo, stage: int, metrics: dict[str, float]) -> None:
 
 
 @hookimpl
+def run_resumed(run: RunInfo, phase: str, epoch: int) -> None:
+    # Readers keep the last line per (phase, epoch): the redone epochs come after this.
+    _append(run, {"event": "resumed", "phase": phase, "epoch": epoch})
+    bar = _bars.get(run.run_id)
+    if bar is not None:
+        bar.update(epoch + (run.config.search.epochs if phase == "eval" else 0) - bar.n)
+
+
+@hookimpl
 def run_finished(run: RunInfo, record: dict[str, Any]) -> None:
     bar = _bars.pop(run.run_id, None)
     if bar is not None:

@@ -599,7 +599,7 @@ def _context(
         method="darts",
         options=options,
         budget=budget,
-        data=search_data(bundle, 0.5, 0, budget.batch_size, seed, CPU),
+        data=search_data(bundle, 0.5, 0, budget.batch_size, seed),
         device=CPU,
         seed=seed,
         run_dir=tmp_path,

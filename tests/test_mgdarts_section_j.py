@@ -50,7 +50,7 @@ def watched(registry, tmp_path_factory):
         method=method.name,
         options={**method.default_options(), **FAST},
         budget=budget,
-        data=search_data(digits, 0.5, 0, budget.batch_size, 0, torch.device("cpu")),
+        data=search_data(digits, 0.5, 0, budget.batch_size, 0),
         device=torch.device("cpu"),
         seed=0,
         run_dir=tmp_path_factory.mktemp("run"),

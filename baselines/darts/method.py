@@ -151,7 +151,7 @@ class Darts(Method):
             )
         granularity = ctx.components.get("granularity", discretizer.granularity)
         torch.manual_seed(ctx.seed)
-        model = space.build(ctx.supernet_spec(), opts).to(ctx.device)
+        model = ctx.place(space.build(ctx.supernet_spec(), opts))
         w_optimizer = torch.optim.SGD(
             model.weight_parameters(),
             lr=opts["w_lr"],
@@ -164,10 +164,29 @@ class Darts(Method):
         )
         architect = Architect(model, opts, self.second_order)
         stats: dict[str, float] = {}
-        for epoch in range(epochs):
+        first_epoch = 0
+        saved = ctx.checkpoints.restore()
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            w_optimizer.load_state_dict(saved["w_optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+            architect.optimizer.load_state_dict(saved["arch_optimizer"])
+            first_epoch, stats = saved["epoch"], saved["stats"]
+        for epoch in range(first_epoch, epochs):
             stats = self._epoch(ctx, model, architect, w_optimizer, schedule.get_last_lr()[0], opts)
             schedule.step()
             ctx.epoch_ended(epoch + 1, stats)
+            ctx.checkpoints.save(
+                {
+                    "epoch": epoch + 1,
+                    "stats": stats,
+                    "model": model.state_dict(),
+                    "w_optimizer": w_optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "arch_optimizer": architect.optimizer.state_dict(),
+                },
+                epoch=epoch + 1,
+            )
         groups = granularity.unit_groups(model)
         genotype = genotype_from_groups(groups, lambda g: discretizer.discretize(g, opts))
         ctx.log.info("alphas normal:\n%s", F.softmax(model.alphas_normal, -1))

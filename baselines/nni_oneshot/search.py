@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from nni.nas import strategy as nni_strategy
 from nni.nas.evaluator.pytorch import Lightning, Trainer
@@ -18,6 +19,7 @@ from baselines.darts.genotype import Genotype
 from baselines.nni_oneshot.console import console_to_run_log
 from baselines.nni_oneshot.experiment import RunLocalExperiment
 from baselines.nni_oneshot.random_search import best_sampled_architecture
+from baselines.nni_oneshot.resume import SuiteCheckpoints
 from baselines.nni_oneshot.sample import genotype_from_nni_sample
 from baselines.nni_oneshot.space import SizedDartsSpace
 from baselines.nni_oneshot.training import DartsWeightTraining, EpochReports, TrainThenValidate
@@ -71,7 +73,9 @@ STRATEGY_BUILDERS: dict[str, Callable[[Mapping[str, Any], SearchContext], Any]] 
 }
 
 
-def _trainer(ctx: SearchContext, opts: Mapping[str, Any], kind: str, reports: EpochReports):
+def _trainer(
+    ctx: SearchContext, opts: Mapping[str, Any], kind: str, callbacks: list[pl.Callback]
+) -> Trainer:
     cuda = ctx.device.type == "cuda"
     limit = ctx.budget.max_steps_per_epoch
     kwargs: dict[str, Any] = {}
@@ -91,7 +95,7 @@ def _trainer(ctx: SearchContext, opts: Mapping[str, Any], kind: str, reports: Ep
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[reports],
+        callbacks=callbacks,
         **kwargs,
     )
 
@@ -99,7 +103,8 @@ def _trainer(ctx: SearchContext, opts: Mapping[str, Any], kind: str, reports: Ep
 def run_nni_search(kind: str, ctx: SearchContext) -> SearchResult:
     opts = ctx.options
     folder = ctx.run_dir / "nni"
-    # A retried run starts its search afresh; NNI's checkpoint of a failed one is not resumed.
+    # NNI's experiment folder is rebuilt by every attempt; a resumed search goes on from
+    # the suite's checkpoint (see baselines.nni_oneshot.resume).
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     with console_to_run_log(ctx.log):
@@ -114,11 +119,13 @@ def run_nni_search(kind: str, ctx: SearchContext) -> SearchResult:
             epochs=ctx.budget.epochs,
         )
         reports = EpochReports(ctx.epoch_ended)
+        checkpoints = SuiteCheckpoints(ctx.checkpoints, reports, folder)
+        trainer = _trainer(ctx, opts, kind, [reports, checkpoints])
+        saved = ctx.checkpoints.restore()
+        if saved is not None:
+            checkpoints.resume_from(saved, trainer)
         evaluator = Lightning(
-            module,
-            _trainer(ctx, opts, kind, reports),
-            train_dataloaders=ctx.data.weights,
-            val_dataloaders=ctx.data.arch,
+            module, trainer, train_dataloaders=ctx.data.weights, val_dataloaders=ctx.data.arch
         )
         strategy = STRATEGY_BUILDERS[kind](opts, ctx)
         experiment = RunLocalExperiment(space, evaluator, strategy, working_directory=folder)

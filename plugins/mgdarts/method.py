@@ -19,6 +19,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -93,7 +94,7 @@ class _Search:
         torch.manual_seed(ctx.seed)
         spec = ctx.supernet_spec()
         self.model = MGSupernet.from_options(spec, {**self.opts, "granularities": native})
-        self.model.to(ctx.device)
+        ctx.place(self.model)
         self.discretizers = {g: self._discretizer(g) for g in granularities}
         self.model.use_discretizers({g: self.discretizers[g] for g in native})
         self.extra_gates: dict[str, UnitGates] = {
@@ -149,41 +150,80 @@ class _Search:
     # ------------------------------------------------------------------ stages
 
     def run(self) -> SearchResult:
-        start_size = self.model.size_proxy()
-        regrown = 0
-        first_cell = 0
-        for stage, end in enumerate(self.stage_ends, start=1):
-            final = end == self.model.num_cells - 1
-            head = None if final else self._head(end)
-            stats = self._phase(end, range(first_cell, end + 1), head, self.opts["stage_target"])
-            regrown_now = 0
-            if self.opts["regrowth"] and stage >= 2:
-                regrown_now = self._regrow(end, head, stats["pruned_ops"])
-            regrown += regrown_now
-            stats = {**stats, "regrown_ops": float(regrown_now), **self._shrink(end)}
-            self.ctx.stage_ended(stage, stats)
-            first_cell = end + 1
-        if self.opts["global_phase"]:
-            # Stage 0 is the reference's name for the global phase (ALGORITHM.md C.2).
-            last = self.model.num_cells - 1
-            stats = self._phase(
-                last, range(last + 1), None, self.opts["global_target"], freeze_factor=0.5
-            )
-            self.ctx.stage_ended(0, {**stats, **self._shrink(last)})
+        saved = self.ctx.checkpoints.restore()
+        if saved is None:
+            self.progress = _Progress(start_size=self.model.size_proxy())
+        else:
+            self._load(saved)
+        for index, plan in enumerate(self._plan()):
+            if index < self.progress.phases_done:
+                continue
+            if self.progress.current is None:
+                self.progress.current = self._start_phase(plan)
+            phase = self.progress.current
+            while not phase.finished(self.epochs_per_phase):
+                self._phase_epoch(phase)
+                self._checkpoint()
+            self._end_phase(phase)
+            self.progress.phases_done += 1
+            self.progress.current = None
+            self._checkpoint(stage=plan.stage)
         metrics = {
-            "size_proxy_ratio": self.model.size_proxy() / start_size,
+            "size_proxy_ratio": self.model.size_proxy() / self.progress.start_size,
             "alive_ops": float(self.model.num_alive_ops()),
-            "regrown_ops": float(regrown),
+            "regrown_ops": float(self.progress.regrown),
         }
         for granularity, gates in self.extra_gates.items():
             metrics[f"alive_{granularity}_units"] = float(sum(g.mask.sum() for g in gates.groups()))
         return SearchResult(self.export(), metrics)
+
+    def _plan(self) -> list[_PhasePlan]:
+        """The stages, then the global phase (stage 0, ALGORITHM.md C.2) if it is on."""
+        last = self.model.num_cells - 1
+        plans, first_cell = [], 0
+        for stage, end in enumerate(self.stage_ends, start=1):
+            plans.append(
+                _PhasePlan(stage, end, range(first_cell, end + 1), float(self.opts["stage_target"]))
+            )
+            first_cell = end + 1
+        if self.opts["global_phase"]:
+            plans.append(
+                _PhasePlan(0, last, range(last + 1), float(self.opts["global_target"]), 0.5)
+            )
+        return plans
+
+    # ------------------------------------------------------------- checkpoints
+
+    def _checkpoint(self, stage: int | None = None) -> None:
+        # Live objects, pickled together: the optimisers keep pointing at the (possibly
+        # shrunk) supernet's and the head's parameters when they are read back.
+        self.ctx.checkpoints.save(
+            {
+                "model": self.model,
+                "extra_gates": self.extra_gates,
+                "regrowth_rng": self.regrowth_rng.get_state(),
+                "epoch": self.epoch,
+                "progress": self.progress,
+            },
+            epoch=self.epoch,
+            stage=stage,
+        )
+
+    def _load(self, saved: dict[str, Any]) -> None:
+        for gates in self.extra_gates.values():
+            gates.detach()
+        self.model = saved["model"]
+        self.extra_gates = saved["extra_gates"]
+        self.regrowth_rng.set_state(saved["regrowth_rng"])
+        self.epoch = saved["epoch"]
+        self.progress = saved["progress"]
 
     def _shrink(self, end: int) -> dict[str, float]:
         """Physically narrow cells 0..end (D.5); the next phase rebuilds its optimisers."""
         if not self.opts["shrink"]:
             return {}
         report = self.model.shrink(end)
+        self.ctx.place(self.model)  # the narrowed convolutions are new modules
         self.ctx.log.info("shrank cells 0..%d: widths %s", end, report.widths())
         return {
             "params_before_shrink": float(report.params_before),
@@ -192,55 +232,80 @@ class _Search:
 
     def _head(self, end: int) -> nn.Module:
         model = self.model
-        return StageHead(
-            model.cell_out_channels(end), model.spec.num_classes, model.cell_out_size(end)
-        ).to(self.ctx.device)
+        return self.ctx.place(
+            StageHead(
+                model.cell_out_channels(end), model.spec.num_classes, model.cell_out_size(end)
+            )
+        )
 
-    def _phase(
-        self,
-        end: int,
-        own_cells: range,
-        head,
-        target_ratio: float,
-        freeze_factor: float = 1.0,
-    ) -> dict[str, float]:
-        """One stage (or the global phase): warm-up, then commit rounds until the size target."""
+    def _start_phase(self, plan: _PhasePlan) -> _PhaseState:
+        """A stage (or the global phase) begins: fresh thresholds, head, optimisers and λ."""
         model, opts, adaptive = self.model, self.opts, self.opts["adaptive_pruning"]
+        final = plan.end == model.num_cells - 1
+        head = None if final else self._head(plan.end)
         # Thresholds restart each phase, earlier cells included: that is what re-prunes them.
-        self._reset_thresholds(end, adaptive)
-        optimisers = self._optimisers(end, head, adaptive)
+        self._reset_thresholds(plan.end, adaptive)
         lam = AdaptiveLambda(
             float(opts["lam0"]),
             float(opts["c0"]),
             int(opts["n_thre"]),
-            freeze_factor=float(freeze_factor),
+            freeze_factor=plan.freeze_factor,
             # Fixed-ratio pruning has no sparsity pressure at all: λ stays 0.
             lam_start=float(opts["lam_start"]) if adaptive else 0.0,
         )
-        start_size, start_ops = model.size_proxy(end), model.num_alive_ops(end)
-        target = float(target_ratio) * start_size
-        warmup = min(int(opts["warmup_epochs"]), self.epochs_per_phase - 1)
-        for _ in range(warmup):
-            self._epoch(end, own_cells, head, optimisers, lam=0.0, weights_only=True)
-        for _ in range(self.epochs_per_phase - warmup):
-            ce, r_op = self._epoch(end, own_cells, head, optimisers, lam.lam, weights_only=False)
-            before = model.num_alive_ops(end)
-            if adaptive:
-                model.commit(upto=end)
-                for gates in self.extra_gates.values():
-                    gates.commit(self._groups_upto(gates, end))
-                lam.update(before - model.num_alive_ops(end), ce, r_op)
-            else:
-                self._fixed_ratio_round(end)
-            if model.size_proxy(end) < target:
-                break
-        return {
+        start_size = model.size_proxy(plan.end)
+        return _PhaseState(
+            plan=plan,
+            head=head,
+            optimisers=self._optimisers(plan.end, head, adaptive),
+            lam=lam,
+            start_size=start_size,
+            start_ops=model.num_alive_ops(plan.end),
+            target=plan.target_ratio * start_size,
+            warmup=min(int(opts["warmup_epochs"]), self.epochs_per_phase - 1),
+        )
+
+    def _phase_epoch(self, phase: _PhaseState) -> None:
+        """One epoch of a phase: weights only during warm-up, then search and a commit round."""
+        model, plan = self.model, phase.plan
+        end, own_cells, head = plan.end, plan.own_cells, phase.head
+        if phase.epochs_done < phase.warmup:
+            self._epoch(end, own_cells, head, phase.optimisers, lam=0.0, weights_only=True)
+            phase.epochs_done += 1
+            return
+        ce, r_op = self._epoch(
+            end, own_cells, head, phase.optimisers, phase.lam.lam, weights_only=False
+        )
+        phase.epochs_done += 1
+        before = model.num_alive_ops(end)
+        if self.opts["adaptive_pruning"]:
+            model.commit(upto=end)
+            for gates in self.extra_gates.values():
+                gates.commit(self._groups_upto(gates, end))
+            phase.lam.update(before - model.num_alive_ops(end), ce, r_op)
+        else:
+            self._fixed_ratio_round(end)
+        phase.reached_target = model.size_proxy(end) < phase.target
+
+    def _end_phase(self, phase: _PhaseState) -> None:
+        """Report the phase; after stage 2 on, regrow (E); shrink (D.5)."""
+        model, plan = self.model, phase.plan
+        end = plan.end
+        alive = model.num_alive_ops(end)
+        stats = {
             "size_proxy": model.size_proxy(end),
-            "size_proxy_start": start_size,
-            "alive_ops": float(model.num_alive_ops(end)),
-            "pruned_ops": float(start_ops - model.num_alive_ops(end)),
-            "lambda": lam.lam,
+            "size_proxy_start": phase.start_size,
+            "alive_ops": float(alive),
+            "pruned_ops": float(phase.start_ops - alive),
+            "lambda": phase.lam.lam,
         }
+        if plan.stage >= 1:
+            regrown = 0
+            if self.opts["regrowth"] and plan.stage >= 2:
+                regrown = self._regrow(end, phase.head, stats["pruned_ops"])
+            self.progress.regrown += regrown
+            stats["regrown_ops"] = float(regrown)
+        self.ctx.stage_ended(plan.stage, {**stats, **self._shrink(end)})
 
     @staticmethod
     def _groups_upto(gates: UnitGates, end: int) -> list[UnitGroup]:
@@ -432,6 +497,44 @@ class _Search:
             "cells": cells,
         }
         return Architecture("mg-darts-genotype", payload, masks)
+
+
+@dataclass(frozen=True)
+class _PhasePlan:
+    stage: int  # 1, 2, ...; 0 for the global phase
+    end: int  # the phase trains cells 0..end
+    own_cells: range  # the cells whose ops this phase searches first
+    target_ratio: float  # the phase ends once the size proxy is below this share of its start
+    freeze_factor: float = 1.0
+
+
+@dataclass
+class _PhaseState:
+    """A phase under way: what its next epoch needs, and what a checkpoint saves."""
+
+    plan: _PhasePlan
+    head: nn.Module | None
+    optimisers: dict[str, torch.optim.Optimizer]
+    lam: AdaptiveLambda
+    start_size: float
+    start_ops: int
+    target: float
+    warmup: int
+    epochs_done: int = 0
+    reached_target: bool = False
+
+    def finished(self, epochs: int) -> bool:
+        return self.reached_target or self.epochs_done >= epochs
+
+
+@dataclass
+class _Progress:
+    """How far the search got: the unit a checkpoint resumes from."""
+
+    start_size: float
+    phases_done: int = 0
+    current: _PhaseState | None = None
+    regrown: int = 0
 
 
 # The official code's schedule (ALGORITHM.md C, D, E, F): `-o` these for long searches.
