@@ -26,6 +26,10 @@ ARCHITECTURE_TENSORS = "architecture.pt"
 
 STATUS_OK, STATUS_FAILED, STATUS_RUNNING = "ok", "failed", "running"
 
+# The process's umask, read once (reading it means setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -71,6 +75,9 @@ def write_bytes_atomic(path: Path, content: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(content)
             fh.flush()
+            # mkstemp makes the file private (0600); give it the mode open() would, so
+            # that others sharing the results folder can read the records.
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:

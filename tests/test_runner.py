@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 
@@ -153,6 +154,14 @@ def test_run_identity(test_registry):
     assert moved.run_id() == a.run_id()  # where the data lives is not what a run computes
     (changed,) = _configs(test_registry, ["fixed"], options={"fixed": {"note": "x"}})
     assert changed.run_id() != a.run_id()
+
+
+def test_records_get_the_mode_a_plain_open_would_give(tmp_path):
+    target = tmp_path / "record.json"
+    write_json_atomic(target, {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
