@@ -144,6 +144,15 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     help="Torch threads per run (default: torch's choice; 1 helps on a busy machine).",
 )
 @click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs at a time, each in its own worker process (threads per run default to "
+    "cores / jobs).",
+)
+@click.option(
     "--in-process",
     is_flag=True,
     help="Run in this process instead of one worker process per run (for debugging).",
@@ -182,6 +191,7 @@ def run(
     pin_memory: bool | None,
     options: tuple[str, ...],
     threads: int | None,
+    jobs: int,
     in_process: bool,
     executor: str,
     address: str | None,
@@ -233,6 +243,10 @@ def run(
     configs = expand_suite(overridden, registry)
     if not configs:
         raise ConfigError("the suite expands to no runs (no available methods?)")
+    if jobs > 1 and in_process:
+        raise ConfigError("--jobs runs several worker processes; it cannot run --in-process")
+    if jobs > 1 and executor != "local":
+        raise ConfigError("--jobs is for the local executor; Ray runs as many runs as fit")
     if address and executor != "ray":
         raise ConfigError("--address needs --executor ray")
     if executor == "ray" and (reason := ray_unavailable_reason()):
@@ -252,6 +266,7 @@ def run(
                 isolate=not in_process,
                 threads=threads,
                 resume=not no_resume,
+                jobs=jobs,
             )
     except KeyboardInterrupt:
         click.echo(

@@ -12,9 +12,14 @@ run is locked by the process that executes it; see :mod:`mgas_bench.locks`).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +107,11 @@ def _worker(config_json: str, results: str, threads: int | None, resume: bool) -
 
 
 def _run_in_worker(
-    config: RunConfig, results: Path, threads: int | None, resume: bool
+    config: RunConfig,
+    results: Path,
+    threads: int | None,
+    resume: bool,
+    started: Callable[[BaseProcess], None] = lambda process: None,
 ) -> dict[str, Any] | None:
     """The run's final record, or None if another process is executing it."""
     ctx = multiprocessing.get_context("spawn")
@@ -110,6 +119,7 @@ def _run_in_worker(
         target=_worker, args=(config.model_dump_json(), str(results), threads, resume)
     )
     process.start()
+    started(process)
     try:
         process.join()
     except KeyboardInterrupt:
@@ -150,13 +160,20 @@ def run_suite(
     isolate: bool = True,
     threads: int | None = None,
     resume: bool = True,
+    jobs: int = 1,
 ) -> SuiteReport:
-    """Runs the pending runs; unfinished ones go on from their checkpoints if ``resume``."""
+    """Runs the pending runs, ``jobs`` worker processes at a time (``isolate`` only).
+
+    Unfinished runs go on from their checkpoints if ``resume``.
+    """
     report = SuiteReport()
     if not isolate:
         set_threads(threads)
     todo, report.skipped = pending_runs(configs, results)
     with progress_bar(len(configs), len(report.skipped)) as bar:
+        if isolate and jobs > 1:
+            _run_in_parallel(todo, results, threads, resume, jobs, report, bar)
+            return report
         for config in todo:
             bar.set_postfix_str(run_label(config))
             if is_completed(run_dir(results, config)):  # by another runner, since pending_runs
@@ -178,3 +195,67 @@ def run_suite(
             report.add(config, record)
             bar.update(1)
     return report
+
+
+_SKIPPED = "skipped"  # completed by another runner since pending_runs
+
+
+def _run_in_parallel(
+    todo: Sequence[RunConfig],
+    results: Path,
+    threads: int | None,
+    resume: bool,
+    jobs: int,
+    report: SuiteReport,
+    bar: tqdm,
+) -> None:
+    """Up to ``jobs`` runs at once, each in its own worker process, reported as they finish.
+
+    Threads only wait here; the work happens in the worker processes. On Ctrl-C the
+    workers (which got the same SIGINT) record themselves as interrupted; any still
+    alive after a grace period is terminated and settled.
+    """
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    live: dict[str, tuple[BaseProcess, RunConfig]] = {}  # by run id
+    lock = threading.Lock()
+
+    def execute(config: RunConfig) -> dict[str, Any] | str | None:
+        folder = run_dir(results, config)
+        if is_completed(folder):
+            return _SKIPPED
+        if is_locked(folder):
+            return None
+
+        def started(process: BaseProcess) -> None:
+            with lock:
+                live[config.run_id()] = (process, config)
+
+        record = _run_in_worker(config, results, threads, resume, started)
+        with lock:
+            live.pop(config.run_id(), None)
+        return record
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="run")
+    futures = {pool.submit(execute, config): config for config in todo}
+    try:
+        for future in as_completed(futures):
+            config, outcome = futures[future], future.result()
+            bar.set_postfix_str(run_label(config))
+            if outcome == _SKIPPED:
+                report.skipped.append(config)
+            else:
+                report.add(config, outcome)
+            bar.update(1)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + 10
+        with lock:
+            running = list(live.values())
+        for process, config in running:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.terminate()
+                process.join()
+            settle_record(config, results, "interrupted")
+        raise
+    pool.shutdown(wait=True)

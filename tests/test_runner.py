@@ -301,3 +301,31 @@ def test_an_unreadable_record_is_run_again_instead_of_stopping_the_suite(tmp_pat
     report = run_suite([config], tmp_path, test_registry, isolate=False)
     assert [r["status"] for r in report.completed] == ["ok"]
     assert read_record(folder)["status"] == "ok"
+
+
+# ------------------------------------------------------------------ parallel runs
+
+
+def _log_span(folder) -> tuple[str, str]:
+    lines = (folder / "log.txt").read_text().splitlines()
+    return lines[0][:23], lines[-1][:23]  # the timestamps of the first and last line
+
+
+def test_jobs_run_worker_processes_side_by_side_with_the_same_records(tmp_path, test_registry):
+    configs = _configs(
+        test_registry,
+        ["darts"],
+        seeds=3,
+        search={"max_steps_per_epoch": 2},
+        eval={"epochs": 1, "max_steps_per_epoch": 2},
+    )
+    parallel = run_suite(configs, tmp_path / "jobs2", test_registry, threads=1, jobs=2)
+    sequential = run_suite(configs, tmp_path / "jobs1", test_registry, threads=1)
+    assert len(parallel.completed) == len(sequential.completed) == 3
+    for config in configs:
+        got, want = run_dir(tmp_path / "jobs2", config), run_dir(tmp_path / "jobs1", config)
+        assert (got / "architecture.json").read_text() == (want / "architecture.json").read_text()
+        accuracy = [read_record(f)["metrics"]["test_accuracy"] for f in (got, want)]
+        assert accuracy[0] == accuracy[1]
+    spans = sorted(_log_span(run_dir(tmp_path / "jobs2", config)) for config in configs)
+    assert spans[1][0] < spans[0][1]  # the second run started before the first one ended
