@@ -1,6 +1,6 @@
 """Where the suite's DARTS and NNI's DARTS differ in cost, one search step at a time.
 
-    python benchmarks/nni_darts_breakdown.py [--steps N] [--batch B] [--threads T]
+    python -m benchmarks.nni_darts_breakdown [--steps N] [--batch B] [--threads T]
 
 Builds, on the cross-check's supernet (digits 8x8, 3 cells, 4 channels, batch 96):
 
@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.steps import nni_darts_supernet
+
 ROWS = ("suite", "suite-nni-bn", "nni")
 ROW_TITLES = {
     "suite": "suite DARTS supernet (DARTS's batch norms)",
@@ -40,19 +42,7 @@ ROW_TITLES = {
 
 def _build(row: str, spec) -> tuple[nn.Module, list[nn.Parameter], list[nn.Parameter]]:
     if row == "nni":
-        from nni.nas import strategy
-
-        from baselines.nni_oneshot.space import SizedDartsSpace
-
-        net = strategy.DARTS().mutate_model(SizedDartsSpace(spec))
-        alphas = {
-            id(p): p
-            for module in net.modules()
-            if module is not net and hasattr(module, "arch_parameters")
-            for p in module.arch_parameters()
-        }
-        weights = [p for p in net.parameters() if id(p) not in alphas]
-        return net, list(alphas.values()), weights
+        return nni_darts_supernet(spec)
     from baselines.darts.search_space import DartsSupernet
 
     nni_bn = row == "suite-nni-bn"
@@ -133,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     for row in ROWS:
         done = subprocess.run(
             [
-                *(sys.executable, __file__, "--row", row),
+                *(sys.executable, "-m", "benchmarks.nni_darts_breakdown", "--row", row),
                 *("--steps", str(args.steps), "--batch", str(args.batch)),
                 *("--threads", str(args.threads)),
             ],

@@ -14,7 +14,7 @@ import torch
 
 from mgas_bench.components import DataRequest, SearchBudget, SearchContext
 from mgas_bench.data import search_data
-from plugins.mgdarts.method import MGDarts, _Search
+from plugins.mgdarts.method import MGDarts, MGDartsSearch
 from plugins.mgdarts.supernet import node_edge_slices
 
 FAST = {
@@ -40,7 +40,7 @@ def watched(registry, tmp_path_factory):
     budget = SearchBudget(epochs=8, batch_size=64, cells=3, channels=4, max_steps_per_epoch=3)
     snapshots: dict[str, dict] = {}
     events: dict[str, list] = {"optimisers": [], "regrown": []}
-    holder: dict[str, _Search] = {}
+    holder: dict[str, MGDartsSearch] = {}
 
     def stage_ended(stage, metrics):
         # Shrinking resets filter masks to ones, so J.2 looks at the state before it.
@@ -59,7 +59,7 @@ def watched(registry, tmp_path_factory):
         epoch_ended=lambda epoch, metrics, phase="search": None,
         stage_ended=stage_ended,
     )
-    search = _Search(ctx)
+    search = MGDartsSearch(ctx)
     holder["search"] = search
     start = _snapshot(search.model)
     build, shrink, regrow = search._optimisers, search.model.shrink, search.model.regrow

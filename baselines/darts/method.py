@@ -208,18 +208,11 @@ class Darts(Method):
                 valid = next(arch_batches)
             images, labels = images.to(ctx.device), labels.to(ctx.device)
             valid = (valid[0].to(ctx.device), valid[1].to(ctx.device))
-            valid_logits = architect.step((images, labels), valid, lr, w_optimizer)
+            logits, loss, valid_logits = search_step(
+                model, architect, w_optimizer, lr, opts["grad_clip"], (images, labels), valid
+            )
             valid_correct += (valid_logits.argmax(1) == valid[1]).sum().item()
             valid_seen += valid[1].numel()
-
-            w_optimizer.zero_grad(set_to_none=True)
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"search loss became {loss.item()}")
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.weight_parameters(), opts["grad_clip"])
-            w_optimizer.step()
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
@@ -228,6 +221,31 @@ class Darts(Method):
             "train_accuracy": correct / max(seen, 1),
             "valid_accuracy": valid_correct / max(valid_seen, 1),
         }
+
+
+def search_step(
+    model: Supernet,
+    architect: Architect,
+    w_optimizer: torch.optim.SGD,
+    lr: float,
+    grad_clip: float,
+    train: tuple[torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One DARTS step: the architecture on ``valid``, then the weights on ``train``.
+
+    Returns the training logits and loss and the validation logits.
+    """
+    valid_logits = architect.step(train, valid, lr, w_optimizer)
+    w_optimizer.zero_grad(set_to_none=True)
+    logits = model(train[0])
+    loss = F.cross_entropy(logits, train[1])
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"search loss became {loss.item()}")
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.weight_parameters(), grad_clip)
+    w_optimizer.step()
+    return logits, loss, valid_logits
 
 
 def genotype_from_groups(groups: list[UnitGroup], discretize) -> Genotype:

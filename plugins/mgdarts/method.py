@@ -83,10 +83,12 @@ class MGDarts(Method):
         }
 
     def search(self, ctx: SearchContext) -> SearchResult:
-        return _Search(ctx).run()
+        return MGDartsSearch(ctx).run()
 
 
-class _Search:
+class MGDartsSearch:
+    """One MG-DARTS search: its supernet, gates and schedule, run phase by phase."""
+
     def __init__(self, ctx: SearchContext):
         self.ctx, self.opts = ctx, dict(ctx.options)
         granularities = list(self.opts["granularities"])
@@ -155,11 +157,11 @@ class _Search:
             self.progress = _Progress(start_size=self.model.size_proxy())
         else:
             self._load(saved)
-        for index, plan in enumerate(self._plan()):
+        for index, plan in enumerate(self.plan()):
             if index < self.progress.phases_done:
                 continue
             if self.progress.current is None:
-                self.progress.current = self._start_phase(plan)
+                self.progress.current = self.start_phase(plan)
             phase = self.progress.current
             while not phase.finished(self.epochs_per_phase):
                 self._phase_epoch(phase)
@@ -177,7 +179,7 @@ class _Search:
             metrics[f"alive_{granularity}_units"] = float(sum(g.mask.sum() for g in gates.groups()))
         return SearchResult(self.export(), metrics)
 
-    def _plan(self) -> list[_PhasePlan]:
+    def plan(self) -> list[_PhasePlan]:
         """The stages, then the global phase (stage 0, ALGORITHM.md C.2) if it is on."""
         last = self.model.num_cells - 1
         plans, first_cell = [], 0
@@ -238,7 +240,7 @@ class _Search:
             )
         )
 
-    def _start_phase(self, plan: _PhasePlan) -> _PhaseState:
+    def start_phase(self, plan: _PhasePlan) -> _PhaseState:
         """A stage (or the global phase) begins: fresh thresholds, head, optimisers and λ."""
         model, opts, adaptive = self.model, self.opts, self.opts["adaptive_pruning"]
         final = plan.end == model.num_cells - 1
@@ -401,24 +403,9 @@ class _Search:
         seen = correct = batches = 0
         for images, labels in self._batches():
             images, labels = images.to(device), labels.to(device)
-            features = model(images, upto=end)
-            logits = head(features) if head is not None else model.classify(features)
-            ce = F.cross_entropy(logits, labels)
-            loss = ce
-            r_op = model.op_sparsity(own_cells) if not weights_only else ce.new_zeros(())
-            if lam > 0:
-                loss = ce + lam * (r_op + self._threshold_regulariser(end))
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"MG-DARTS search loss became {loss.item()}")
-            for optimiser in optimisers.values():
-                optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(
-                optimisers["weights"].param_groups[0]["params"], float(self.opts["grad_clip"])
+            logits, ce, r_op = self.step(
+                images, labels, end, own_cells, head, optimisers, lam, weights_only
             )
-            steps = ["weights"] if weights_only else list(optimisers)
-            for name in steps:
-                optimisers[name].step()
             ce_sum += ce.item()
             r_op_sum += float(r_op.detach())
             correct += (logits.argmax(1) == labels).sum().item()
@@ -436,6 +423,38 @@ class _Search:
             },
         )
         return ce_sum / max(batches, 1), r_op_sum / max(batches, 1)
+
+    def step(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        end: int,
+        own_cells: range,
+        head: nn.Module | None,
+        optimisers: dict[str, torch.optim.Optimizer],
+        lam: float,
+        weights_only: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One one-level step on cells 0..end: logits, cross-entropy and op sparsity."""
+        model = self.model
+        features = model(images, upto=end)
+        logits = head(features) if head is not None else model.classify(features)
+        ce = F.cross_entropy(logits, labels)
+        loss = ce
+        r_op = model.op_sparsity(own_cells) if not weights_only else ce.new_zeros(())
+        if lam > 0:
+            loss = ce + lam * (r_op + self._threshold_regulariser(end))
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"MG-DARTS search loss became {loss.item()}")
+        for optimiser in optimisers.values():
+            optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(
+            optimisers["weights"].param_groups[0]["params"], float(self.opts["grad_clip"])
+        )
+        for name in ["weights"] if weights_only else list(optimisers):
+            optimisers[name].step()
+        return logits, ce, r_op
 
     # ----------------------------------------------------------------- regrowth
 
