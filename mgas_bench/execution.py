@@ -83,7 +83,11 @@ def load_architecture(folder: Path, fmt: str) -> Architecture:
 
 
 def execute_run(
-    config: RunConfig, results: Path, registry: Registry | None = None, resume: bool = True
+    config: RunConfig,
+    results: Path,
+    registry: Registry | None = None,
+    resume: bool = True,
+    shares_console: bool = False,
 ) -> dict[str, Any]:
     """Run one config and return its final record (also written to disk).
 
@@ -98,12 +102,14 @@ def execute_run(
             return read_record(folder)
         if not resume:
             discard_checkpoints(folder)
-        return _execute(config, results, registry or build_registry())
+        return _execute(config, results, registry or build_registry(), shares_console)
 
 
-def _execute(config: RunConfig, results: Path, registry: Registry) -> dict[str, Any]:
+def _execute(
+    config: RunConfig, results: Path, registry: Registry, shares_console: bool
+) -> dict[str, Any]:
     folder = run_dir(results, config)
-    info = RunInfo(config.run_id(), folder, config)
+    info = RunInfo(config.run_id(), folder, config, shares_console)
     log = _run_logger(info.run_id, folder / LOG)
     record = new_record(config, STATUS_RUNNING, config.device)
     write_json_atomic(folder / RECORD, record)

@@ -38,6 +38,9 @@ class RunInfo:
     run_id: str
     run_dir: Path
     config: RunConfig
+    # Other runs write to the same console at the same time (``--jobs``): an observer
+    # should not draw per-run progress there.
+    shares_console: bool = False
 
 
 def runs_dir(results: Path) -> Path:

@@ -98,10 +98,17 @@ def set_threads(threads: int | None) -> None:
 EXIT_RUN_LOCKED = 75
 
 
-def _worker(config_json: str, results: str, threads: int | None, resume: bool) -> None:
+def _worker(
+    config_json: str, results: str, threads: int | None, resume: bool, shares_console: bool
+) -> None:
     set_threads(threads)
     try:
-        execute_run(RunConfig.model_validate_json(config_json), Path(results), resume=resume)
+        execute_run(
+            RunConfig.model_validate_json(config_json),
+            Path(results),
+            resume=resume,
+            shares_console=shares_console,
+        )
     except RunLocked:
         sys.exit(EXIT_RUN_LOCKED)
 
@@ -111,15 +118,18 @@ def _run_in_worker(
     results: Path,
     threads: int | None,
     resume: bool,
-    started: Callable[[BaseProcess], None] = lambda process: None,
+    started: Callable[[BaseProcess], None] | None = None,
 ) -> dict[str, Any] | None:
-    """The run's final record, or None if another process is executing it."""
+    """The run's final record, or None if another process is executing it.
+
+    ``started`` (given for runs that execute side by side) hears of the worker process.
+    """
     ctx = multiprocessing.get_context("spawn")
-    process = ctx.Process(
-        target=_worker, args=(config.model_dump_json(), str(results), threads, resume)
-    )
+    args = (config.model_dump_json(), str(results), threads, resume, started is not None)
+    process = ctx.Process(target=_worker, args=args)
     process.start()
-    started(process)
+    if started is not None:
+        started(process)
     try:
         process.join()
     except KeyboardInterrupt:

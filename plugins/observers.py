@@ -22,6 +22,8 @@ def _append(run: RunInfo, event: dict[str, Any]) -> None:
 
 @hookimpl
 def run_started(run: RunInfo) -> None:
+    if run.shares_console:
+        return  # several runs' bars on one line would garble it; the suite's bar remains
     config = run.config
     _bars[run.run_id] = tqdm(
         total=config.search.epochs + config.eval.epochs,
