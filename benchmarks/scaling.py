@@ -25,6 +25,8 @@ from mgas_bench.components import SupernetSpec
 
 METHODS = {"darts": "DARTS", "mg-darts-1-stage": "MG-DARTS"}
 CELLS, CHANNELS, SIZES = (3, 5, 8), (8, 16), (8, 16, 32)
+# Per column of the summary table: sizes, then times and ratios, then megabytes and a ratio.
+FORMATS = (".0f", ".0f", ".0f", ".2f", ".2f", ".2f", ".0f", ".0f", ".2f")
 
 
 def measure_point(method: str, cells: int, channels: int, size: int, batch: int, repeats: int):
@@ -43,6 +45,7 @@ def plot(frame: pd.DataFrame, path: Path, batch: int) -> None:
 
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, axes = plt.subplots(2, len(CELLS), figsize=(12, 7), sharex=True)
     for col, cells in enumerate(CELLS):
@@ -60,6 +63,11 @@ def plot(frame: pd.DataFrame, path: Path, batch: int) -> None:
             axes[row][col].set_xscale("log", base=2)
             axes[row][col].set_yscale("log")
             axes[row][col].set_xticks(SIZES, [str(s) for s in SIZES])
+            axes[row][col].yaxis.set_minor_locator(ticker.LogLocator(subs=(2, 5)))
+            for axis_format in ("major", "minor"):
+                getattr(axes[row][col].yaxis, f"set_{axis_format}_formatter")(
+                    ticker.FormatStrFormatter("%g")
+                )
             axes[row][col].grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("search step (s)")
     axes[1][0].set_ylabel("peak memory (MB)")
@@ -76,7 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=Path("results/performance"))
     parser.add_argument("--point", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--replot", action="store_true", help="rewrite the table and plot from scaling.csv"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        frame = pd.read_csv(args.out_dir / "scaling.csv")
+        write_outputs(frame, args.out_dir, args.batch, args.threads, args.repeats)
+        return
     torch.set_num_threads(args.threads)
     if args.point:
         method, cells, channels, size = args.point.split(",")
@@ -106,17 +121,38 @@ def main(argv: list[str] | None = None) -> None:
     frame = pd.DataFrame(rows)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out_dir / "scaling.csv", index=False)
+    write_outputs(frame, args.out_dir, args.batch, args.threads, args.repeats)
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One line per size: both methods' step time and peak memory, and their ratios."""
     wide = frame.pivot_table(
         index=["cells", "channels", "input_size"], columns="method", values=["step_s", "peak_mb"]
     )
-    wide[("step_s", "mg/darts")] = wide[("step_s", "mg-darts-1-stage")] / wide[("step_s", "darts")]
-    (args.out_dir / "scaling.md").write_text(
-        f"Search step on CPU ({args.threads} thread(s), batch {args.batch}, median of "
-        f"{args.repeats}); peak memory of building and stepping the supernet.\n\n"
-        + wide.round(3).to_markdown()
+    out = pd.DataFrame(
+        {
+            "DARTS step (s)": wide[("step_s", "darts")],
+            "MG-DARTS step (s)": wide[("step_s", "mg-darts-1-stage")],
+            "MG/DARTS time": wide[("step_s", "mg-darts-1-stage")] / wide[("step_s", "darts")],
+            "DARTS peak (MB)": wide[("peak_mb", "darts")],
+            "MG-DARTS peak (MB)": wide[("peak_mb", "mg-darts-1-stage")],
+            "MG/DARTS memory": wide[("peak_mb", "mg-darts-1-stage")] / wide[("peak_mb", "darts")],
+        }
+    )
+    return out.reset_index()
+
+
+def write_outputs(
+    frame: pd.DataFrame, out_dir: Path, batch: int, threads: int, repeats: int
+) -> None:
+    plot(frame, out_dir / "scaling.png", batch)
+    (out_dir / "scaling.md").write_text(
+        f"Search step on CPU ({threads} thread(s), batch {batch}, median of {repeats}): DARTS "
+        "(first order, two passes) and MG-DARTS (single stage, one pass); peak memory of "
+        "building and stepping the supernet. Produced by `python -m benchmarks.scaling`.\n\n"
+        + summary(frame).to_markdown(index=False, floatfmt=FORMATS)
         + "\n"
     )
-    plot(frame, args.out_dir / "scaling.png", args.batch)
 
 
 if __name__ == "__main__":
