@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -30,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.steps import nni_darts_supernet
+from benchmarks.steps import in_fresh_process, nni_darts_supernet
 
 ROWS = ("suite", "suite-nni-bn", "nni")
 ROW_TITLES = {
@@ -121,17 +119,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = {}
     for row in ROWS:
-        done = subprocess.run(
-            [
-                *(sys.executable, "-m", "benchmarks.nni_darts_breakdown", "--row", row),
-                *("--steps", str(args.steps), "--batch", str(args.batch)),
-                *("--threads", str(args.threads)),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        results[row] = in_fresh_process(
+            "benchmarks.nni_darts_breakdown",
+            *("--row", row, "--steps", str(args.steps), "--batch", str(args.batch)),
+            *("--threads", str(args.threads)),
         )
-        results[row] = json.loads(done.stdout.strip().splitlines()[-1])
     base = results["suite"]["step_arch_grads_only_ms"]
     print(
         f"batch {args.batch}, {args.threads} thread(s), median of {args.steps} steps; "

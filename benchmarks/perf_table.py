@@ -28,7 +28,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.steps import ROW_TITLES, SEARCH_ROWS, eval_step, median_seconds, search_steps
+from benchmarks.steps import (
+    ROW_TITLES,
+    SEARCH_ROWS,
+    eval_step,
+    in_fresh_process,
+    median_seconds,
+    search_steps,
+)
 
 # The suite's method and variant behind each row's end-to-end search.
 SUITE_ROWS = {
@@ -134,16 +141,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = {}
     for row in SEARCH_ROWS:
-        done = subprocess.run(
-            [
-                *(sys.executable, "-m", "benchmarks.perf_table", "--row", row),
-                *("--repeats", str(args.repeats), "--threads", str(args.threads)),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        rows[row] = in_fresh_process(
+            "benchmarks.perf_table",
+            *("--row", row, "--repeats", str(args.repeats), "--threads", str(args.threads)),
         )
-        rows[row] = json.loads(done.stdout.strip().splitlines()[-1])
     if not args.skip_search:
         for row, figures in measure_searches(args.threads).items():
             rows[row].update(figures)

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from benchmarks.steps import median_seconds, search_steps
+from benchmarks.steps import in_fresh_process, median_seconds, search_steps
 from mgas_bench.components import SupernetSpec
 
 METHODS = {"darts": "DARTS", "mg-darts-1-stage": "MG-DARTS"}
@@ -102,18 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = []
     for method, cells, channels, size in itertools.product(METHODS, CELLS, CHANNELS, SIZES):
-        done = subprocess.run(
-            [
-                *(sys.executable, "-m", "benchmarks.scaling"),
-                *("--point", f"{method},{cells},{channels},{size}"),
-                *("--batch", str(args.batch), "--repeats", str(args.repeats)),
-                *("--threads", str(args.threads)),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        figures = in_fresh_process(
+            "benchmarks.scaling",
+            *("--point", f"{method},{cells},{channels},{size}"),
+            *("--batch", str(args.batch), "--repeats", str(args.repeats)),
+            *("--threads", str(args.threads)),
         )
-        figures = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(
             {"method": method, "cells": cells, "channels": channels, "input_size": size, **figures}
         )

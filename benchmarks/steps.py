@@ -9,8 +9,11 @@ in the architecture step; see ``nni_darts_breakdown.py``).
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -68,6 +71,17 @@ def median_seconds(steps: list[Step], repeats: int) -> float:
             step()
         times.append((time.perf_counter() - start) / len(steps))
     return statistics.median(times)
+
+
+def in_fresh_process(module: str, *args: str) -> dict[str, float]:
+    """Runs ``python -m module *args`` and reads the JSON object on its last output line.
+
+    Each measurement gets a process of its own, so its peak memory is its own.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------ search steps
