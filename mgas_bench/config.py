@@ -81,7 +81,7 @@ class RuntimeConfig(_Strict):
     # bf16 autocast around search and evaluation training; it needs no loss scaling.
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False  # networks and input batches in NHWC memory format
-    loader_workers: int = Field(0, ge=0)  # data loading processes per loader; 0 = in the run's
+    loader_workers: int = Field(0, ge=0)  # loading processes per loader; 0: the run's own
     pin_memory: bool | None = None  # None: on with CUDA
 
 
