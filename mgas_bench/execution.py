@@ -9,6 +9,7 @@ where the last attempt stopped.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -45,6 +46,8 @@ from mgas_bench.records import (
     write_json_atomic,
 )
 from mgas_bench.registry import Registry, build_registry
+
+SEARCH_DONE = "search-done.json"  # in the checkpoints folder, beside the phases' checkpoints
 
 
 def seed_everything(seed: int) -> None:
@@ -166,10 +169,6 @@ def _search_and_evaluate(
     arch, search_metrics = searched
     fmt = registry.get("architecture_format", arch.format)
 
-    def eval_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        log.info("eval epoch %d: %s", epoch, _fmt(metrics))
-        registry.hook.epoch_ended(run=info, phase="eval", epoch=epoch, metrics=metrics)
-
     checkpoints = RunCheckpoints(
         info.run_dir,
         "eval",
@@ -184,7 +183,7 @@ def _search_and_evaluate(
         config.eval,
         config.seed,
         device,
-        on_epoch=eval_epoch,
+        on_epoch=functools.partial(_report_epoch, registry, info, log, "eval"),
         checkpoints=checkpoints,
         runtime=config.runtime,
     )
@@ -217,10 +216,6 @@ def _search(
         loader_options(config.runtime, device),
     )
 
-    def epoch_ended(epoch: int, metrics: dict[str, float], phase: str = "search") -> None:
-        log.info("%s epoch %d: %s", phase, epoch, _fmt(metrics))
-        registry.hook.epoch_ended(run=info, phase=phase, epoch=epoch, metrics=metrics)
-
     def stage_ended(stage: int, metrics: dict[str, float]) -> None:
         log.info("stage %d ended: %s", stage, _fmt(metrics))
         registry.hook.stage_ended(run=info, stage=stage, metrics=metrics)
@@ -244,7 +239,9 @@ def _search(
         run_dir=info.run_dir,
         log=log,
         components=registry,
-        epoch_ended=epoch_ended,
+        epoch_ended=lambda epoch, metrics, phase="search": _report_epoch(
+            registry, info, log, phase, epoch, metrics
+        ),
         stage_ended=stage_ended,
         checkpoints=checkpoints,
         memory_format=memory_format(config.runtime),
@@ -273,9 +270,6 @@ def _search(
     return arch, metrics
 
 
-SEARCH_DONE = "search-done.json"  # in the checkpoints folder, beside the phases' checkpoints
-
-
 def _finished_search(
     folder: Path, log: logging.Logger
 ) -> tuple[Architecture, dict[str, float]] | None:
@@ -291,6 +285,19 @@ def _finished_search(
         return None
     log.info("search finished in an earlier attempt; evaluating its architecture")
     return arch, done["metrics"]
+
+
+def _report_epoch(
+    registry: Registry,
+    info: RunInfo,
+    log: logging.Logger,
+    phase: str,
+    epoch: int,
+    metrics: dict[str, float],
+) -> None:
+    """An epoch of ``phase`` ended: into the run's log, and to the observers."""
+    log.info("%s epoch %d: %s", phase, epoch, _fmt(metrics))
+    registry.hook.epoch_ended(run=info, phase=phase, epoch=epoch, metrics=metrics)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -186,28 +186,45 @@ def run_suite(
             return report
         for config in todo:
             bar.set_postfix_str(run_label(config))
-            if is_completed(run_dir(results, config)):  # by another runner, since pending_runs
-                report.skipped.append(config)
-                bar.update(1)
-                continue
-            if is_locked(run_dir(results, config)):
-                record = None  # saves starting a worker that would find it locked
-            elif isolate:
-                record = _run_in_worker(config, results, threads, resume)
-            else:
+            outcome = _handled_elsewhere(config, results)
+            if outcome is _FREE and isolate:
+                outcome = _run_in_worker(config, results, threads, resume)
+            elif outcome is _FREE:
                 try:
-                    record = execute_run(config, results, registry, resume=resume)
+                    outcome = execute_run(config, results, registry, resume=resume)
                 except RunLocked:
-                    record = None
+                    outcome = _BUSY
                 except KeyboardInterrupt:
                     settle_record(config, results, "interrupted")
                     raise
-            report.add(config, record)
-            bar.update(1)
+            _file(report, bar, config, outcome)
     return report
 
 
-_SKIPPED = "skipped"  # completed by another runner since pending_runs
+# What became of a pending run before this runner got to it.
+_FREE = "free"  # nothing: run it
+_SKIPPED = "skipped"  # another runner completed it since pending_runs
+_BUSY = "busy"  # another process is executing it (it holds the run's lock)
+
+
+def _handled_elsewhere(config: RunConfig, results: Path) -> str:
+    folder = run_dir(results, config)
+    if is_completed(folder):
+        return _SKIPPED
+    if is_locked(folder):
+        return _BUSY  # saves starting a worker that would find it locked
+    return _FREE
+
+
+def _file(
+    report: SuiteReport, bar: tqdm, config: RunConfig, outcome: dict[str, Any] | str | None
+) -> None:
+    """Files a run's outcome (a record; None or _BUSY: run elsewhere; _SKIPPED) and ticks."""
+    if outcome == _SKIPPED:
+        report.skipped.append(config)
+    else:
+        report.add(config, None if outcome == _BUSY else outcome)
+    bar.update(1)
 
 
 def _run_in_parallel(
@@ -230,11 +247,9 @@ def _run_in_parallel(
     lock = threading.Lock()
 
     def execute(config: RunConfig) -> dict[str, Any] | str | None:
-        folder = run_dir(results, config)
-        if is_completed(folder):
-            return _SKIPPED
-        if is_locked(folder):
-            return None
+        outcome = _handled_elsewhere(config, results)
+        if outcome is not _FREE:
+            return outcome
 
         def started(process: BaseProcess) -> None:
             with lock:
@@ -249,13 +264,9 @@ def _run_in_parallel(
     futures = {pool.submit(execute, config): config for config in todo}
     try:
         for future in as_completed(futures):
-            config, outcome = futures[future], future.result()
+            config = futures[future]
             bar.set_postfix_str(run_label(config))
-            if outcome == _SKIPPED:
-                report.skipped.append(config)
-            else:
-                report.add(config, outcome)
-            bar.update(1)
+            _file(report, bar, config, future.result())
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + 10
