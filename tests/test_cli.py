@@ -116,6 +116,9 @@ def test_arch_info_reproduces_the_darts_paper_count(tmp_path):
         (("run", "--budget", "huge"), "known budgets: smoke, small, medium, paper"),
         (("run", "-o", "darts.arch_lrr=1"), "has no option(s) arch_lrr"),
         (("run", "nope.toml"), "suite file not found: nope.toml"),
+        (("run", "--jobs", "2", "--in-process"), "--jobs runs several worker processes"),
+        (("run", "--jobs", "2", "--executor", "ray"), "--jobs is for the local executor"),
+        (("run", "--precision", "fp8"), "'fp8' is not one of 'fp32', 'bf16'"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
