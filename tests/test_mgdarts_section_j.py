@@ -81,7 +81,8 @@ def watched(registry, tmp_path_factory):
         alpha_before = target.alpha[edge, op].item()
         regrow(cell, edge, op)
         module = target.op(edge, op)
-        out = module(torch.randn(2, target.C, 8, 8), None, None)
+        gates = target.unit_gates((target.op_mask > 0).tolist())
+        out = module(torch.randn(2, target.C, 8, 8), gates)
         events["regrown"].append(
             {
                 "alpha_before": alpha_before,

@@ -9,12 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from mgas_bench.components import SupernetSpec
-from plugins.mgdarts.gates import BinaryStep, binary_step
+from plugins.mgdarts.gates import BinaryStep, binary_step, surrogate_gradient
 from plugins.mgdarts.search_ops import (
     CONV_PRIMITIVES,
     PRIMITIVES,
     DilConv,
-    MaskedConv2d,
     SepConv,
     SkipReduce,
 )
@@ -227,9 +226,9 @@ def test_disabled_weight_granularity_keeps_weight_gates_open():
             t.fill_(100.0)
     after = net(x, upto=1).detach()
     assert torch.equal(before, after)
-    for module in net.modules():
-        if isinstance(module, MaskedConv2d):
-            assert module.hard_gate(torch.tensor(100.0)).all()
+    for cell in net.cells:
+        hard = cell.unit_gates((cell.op_mask > 0).tolist()).weight_hard()
+        assert len(hard) == 14 * 12 and all(gate.all() for gate in hard.values())
     assert net.unit_groups("weight") == []
     net.threshold_regulariser().backward()
     assert all(t.grad is None for t in net.threshold_parameters("weight"))
@@ -414,6 +413,63 @@ def test_construction_is_deterministic_under_a_seed():
 # ------------------------------------------------------------------ discretizers
 
 
+def test_cell_gates_equal_gating_each_module_on_its_own():
+    """The one-call-per-cell gates give each module m = H(score - t) * M, and its gradients."""
+    net = make_net()
+    cell = net.cells[0]
+    sep = cell.op(3, SEP3)
+    with torch.no_grad():
+        cell.t_wt.uniform_(0.0, 0.3)
+        cell.t_fil.uniform_(0.3, 0.6)
+        for gate in net.beta_parameters():
+            gate.normal_()
+        sep.pw1.weight_mask[0].zero_()
+        sep.gate_out.filter_mask[1] = 0.0
+    gates = cell.unit_gates((cell.op_mask > 0).tolist())
+
+    t_wt, t_fil = cell.t_wt[3, SEP3], cell.t_fil[3, SEP3]
+    for conv in (sep.dw1, sep.pw1, sep.dw2, sep.pw2):
+        expected = binary_step(conv.weight.abs() - t_wt) * conv.weight_mask
+        assert torch.equal(gates.weight_hard()[conv], expected)
+        assert torch.equal(gates.weight(conv), conv.weight * expected)
+    soft = torch.sigmoid(sep.gate_out.beta)
+    expected = binary_step(soft - t_fil) * sep.gate_out.filter_mask
+    assert torch.equal(gates.filter_hard()[sep.gate_out], expected)
+    assert torch.equal(gates.scale(sep.gate_out), soft * expected)
+    pre = cell.preprocess1.gate
+    expected = binary_step(torch.sigmoid(pre.beta) - cell.t_pre[1]) * pre.filter_mask
+    assert torch.equal(gates.filter_hard()[pre], expected)
+
+    # Gradients reach each op's own thresholds, as summed over its own units.
+    (gates.weight(sep.pw1).sum() + gates.scale(sep.gate_out).sum()).backward()
+    own = torch.zeros_like(cell.t_wt, dtype=torch.bool)
+    own[3, SEP3] = True
+    assert cell.t_wt.grad[own].item() != 0 and (cell.t_wt.grad[~own] == 0).all()
+    assert cell.t_fil.grad[own].item() != 0 and (cell.t_fil.grad[~own] == 0).all()
+    z = sep.pw1.weight.abs() - t_wt
+    manual = -(sep.pw1.weight * sep.pw1.weight_mask * surrogate_gradient(z)).sum()
+    assert cell.t_wt.grad[3, SEP3].item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_each_cell_calls_a_granularitys_discretizer_once_per_pass():
+    net = make_net()
+    calls: dict[str, int] = {"operation": 0, "filter": 0, "weight": 0}
+
+    def counting(granularity):
+        def discretize(group):
+            calls[granularity] += 1
+            assert group.meta["threshold"].shape == group.scores.shape
+            return binary_step(group.scores - group.meta["threshold"])
+
+        return discretize
+
+    net.use_discretizers({g: counting(g) for g in calls})
+    x, _ = batch()
+    net(x)
+    # The op gates are evaluated once for the mixture; the other two once per cell.
+    assert calls == {"operation": SPEC.cells, "filter": SPEC.cells, "weight": SPEC.cells}
+
+
 def test_gates_call_the_discretizers_they_are_given():
     net = make_net()
     seen: dict[str, int] = {"operation": 0, "filter": 0, "weight": 0}
@@ -435,8 +491,9 @@ def test_gates_call_the_discretizers_they_are_given():
     # Everything is gated off, so only the keep-one rule keeps each node alive.
     assert [int(gates[rows].sum()) for rows in NODE_SLICES] == [1, 1, 1, 1]
     sep = cell.op(0, SEP3)
-    assert sep.gate_mid.hard_gate(cell.t_fil[0, SEP3]).sum() == 0
-    assert sep.dw1.hard_gate(cell.t_wt[0, SEP3]).sum() == 0
+    gates = cell.unit_gates((cell.op_mask > 0).tolist())
+    assert gates.filter_hard()[sep.gate_mid].sum() == 0
+    assert gates.weight_hard()[sep.dw1].sum() == 0
 
 
 def test_use_discretizers_refuses_a_granularity_it_cannot_gate():

@@ -1,86 +1,50 @@
-"""The seven candidate operations of the MG-DARTS search space, with their gates.
+"""The seven candidate operations of the MG-DARTS search space, with their gated units.
 
-Follows ALGORITHM.md B.1-B.3. Every op is called as ``op(x, t_fil, t_wt)`` with the
-filter and weight thresholds of its op instance (0-d tensors owned by the cell), so
-the cell can hand each instance its own thresholds without the op holding them.
+Follows ALGORITHM.md B.1-B.3. Every op is called as ``op(x, gates)``, where ``gates``
+(:class:`plugins.mgdarts.cell_gates.CellGates`) holds the values its cell computed for
+all of its gated units at once, so no op evaluates a gate of its own:
 
 * Filter gates sit after a batch norm and scale each channel by ``sigmoid(beta) * m_f``
   with ``m_f = H(sigmoid(beta) - t_fil) * M_f`` (``M_f`` the committed mask).
 * Weight gates: each sep/dil conv uses ``W * m_w`` with ``m_w = H(|W| - t_wt) * M_w``;
   ``M_w`` lives in the conv's ``weight_mask`` buffer (the host counts surviving weights
   from buffers of that name).
-
-A disabled granularity (an ablation) keeps its soft scale and committed mask, but its
-hard gate is constantly 1.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mgas_bench.components import UnitGroup
 from mgas_bench.profiling import WEIGHT_MASK
 from plugins.mgdarts.eval_ops import FactorizedReduce, ReLUConvBN
-from plugins.mgdarts.gates import threshold_gate
 from plugins.mgdarts.genotype import PRIMITIVES
+
+if TYPE_CHECKING:
+    from plugins.mgdarts.cell_gates import CellGates
 
 # Ops that carry weight-level units and the t_fil / t_wt regulariser terms.
 CONV_PRIMITIVES: frozenset[str] = frozenset(p for p in PRIMITIVES if "conv" in p)
 
 
-def _channel_scale(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * scale[None, :, None, None]
-
-
 class FilterGate(nn.Module):
-    """Soft-scaled hard gate over the channels of one feature map.
+    """The filter scores and committed mask of one gated channel group.
 
     ``thresholded=False`` is the FactorizedReduce skip inside a mixed op, which the
     reference scales by ``sigmoid(beta) * M_f`` without a threshold (ALGORITHM.md I.10).
     """
 
-    def __init__(self, channels: int, thresholded: bool = True, enabled: bool = True):
+    def __init__(self, channels: int, thresholded: bool = True):
         super().__init__()
         self.thresholded = thresholded
-        self.enabled = enabled
         self.beta = nn.Parameter(torch.zeros(channels))
         self.register_buffer("filter_mask", torch.ones(channels))
 
-    @property
-    def applies_threshold(self) -> bool:
-        return self.thresholded and self.enabled
-
-    # The filter discretizer; MGSupernet.use_discretizers replaces it per instance.
-    discretize = staticmethod(threshold_gate)
-
-    def hard_gate(self, threshold: torch.Tensor | None) -> torch.Tensor:
-        """m_f: the dynamic gate times the committed mask (differentiable via the surrogate)."""
-        if not self.applies_threshold or threshold is None:
-            return self.filter_mask
-        group = UnitGroup(
-            "filters",
-            "filter",
-            torch.sigmoid(self.beta),
-            self.filter_mask,
-            None,
-            {"threshold": threshold},
-        )
-        return self.discretize(group) * self.filter_mask
-
-    def scale(self, threshold: torch.Tensor | None) -> torch.Tensor:
-        return torch.sigmoid(self.beta) * self.hard_gate(threshold)
-
-    def forward(self, x: torch.Tensor, threshold: torch.Tensor | None) -> torch.Tensor:
-        return _channel_scale(x, self.scale(threshold))
-
-    @torch.no_grad()
-    def commit(self, threshold: torch.Tensor | None) -> int:
-        """Make the dynamic gate permanent; return how many channels it newly pruned."""
-        before = int(self.filter_mask.sum())
-        self.filter_mask.copy_(self.hard_gate(threshold))
-        return before - int(self.filter_mask.sum())
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
+        return x * gates.scale(self)[None, :, None, None]
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -100,36 +64,14 @@ class MaskedConv2d(nn.Conv2d):
         padding: int = 0,
         dilation: int = 1,
         groups: int = 1,
-        enabled: bool = True,
     ):
         super().__init__(
             C_in, C_out, kernel_size, stride, padding, dilation, groups=groups, bias=False
         )
-        self.enabled = enabled
         self.register_buffer(WEIGHT_MASK, torch.ones_like(self.weight))
 
-    # The weight discretizer; MGSupernet.use_discretizers replaces it per instance.
-    discretize = staticmethod(threshold_gate)
-
-    def hard_gate(self, threshold: torch.Tensor | None) -> torch.Tensor:
-        """m_w = H(|W| - t_wt) * M_w, compared with raw |W| as the reference does."""
-        committed = getattr(self, WEIGHT_MASK)
-        if not self.enabled or threshold is None:
-            return committed
-        group = UnitGroup(
-            "weights", "weight", self.weight.abs(), committed, None, {"threshold": threshold}
-        )
-        return self.discretize(group) * committed
-
-    def forward(self, x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.hard_gate(threshold), None)
-
-    @torch.no_grad()
-    def commit(self, threshold: torch.Tensor | None) -> int:
-        committed = getattr(self, WEIGHT_MASK)
-        before = int(committed.sum())
-        committed.copy_(self.hard_gate(threshold))
-        return before - int(committed.sum())
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
+        return self._conv_forward(x, gates.weight(self), None)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -142,9 +84,7 @@ class MaskedConv2d(nn.Conv2d):
 class SearchOp(nn.Module):
     """A candidate op; subclasses expose their gates for commits, regrowth and unit groups."""
 
-    def forward(
-        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
         raise NotImplementedError
 
     def filter_gates(self) -> dict[str, FilterGate]:
@@ -166,13 +106,6 @@ class SearchOp(nn.Module):
         """
         return [width]
 
-    @torch.no_grad()
-    def commit(self, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None) -> tuple[int, int]:
-        """Commit filter and weight gates; return (filters, weights) newly pruned."""
-        filters = sum(gate.commit(t_fil) for gate in self.filter_gates().values())
-        weights = sum(conv.commit(t_wt) for conv in self.masked_convs())
-        return filters, weights
-
     def reset_parameters(self) -> None:
         """Fresh weights, zero scores and all-ones masks, as a regrown op gets (ALGORITHM.md E)."""
         for module in self.modules():
@@ -190,29 +123,23 @@ class SepConv(SearchOp):
         C_out: int,
         kernel_size: int,
         stride: int,
-        filter_gates: bool = True,
-        weight_gates: bool = True,
     ):
         super().__init__()
         pad = kernel_size // 2
         self.dw1 = MaskedConv2d(C_in, C_in, kernel_size, stride, pad, groups=C_in)
         self.pw1 = MaskedConv2d(C_in, C_mid, 1)
         self.bn1 = nn.BatchNorm2d(C_mid)
-        self.gate_mid = FilterGate(C_mid, enabled=filter_gates)
+        self.gate_mid = FilterGate(C_mid)
         self.dw2 = MaskedConv2d(C_mid, C_mid, kernel_size, 1, pad, groups=C_mid)
         self.pw2 = MaskedConv2d(C_mid, C_out, 1)
         self.bn2 = nn.BatchNorm2d(C_out)
-        self.gate_out = FilterGate(C_out, enabled=filter_gates)
-        for conv in self.masked_convs():
-            conv.enabled = weight_gates
+        self.gate_out = FilterGate(C_out)
 
-    def forward(
-        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
-    ) -> torch.Tensor:
-        x = self.pw1(self.dw1(F.relu(x), t_wt), t_wt)
-        x = self.gate_mid(self.bn1(x), t_fil)
-        x = self.pw2(self.dw2(F.relu(x), t_wt), t_wt)
-        return self.gate_out(self.bn2(x), t_fil)
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
+        x = self.pw1(self.dw1(F.relu(x), gates), gates)
+        x = self.gate_mid(self.bn1(x), gates)
+        x = self.pw2(self.dw2(F.relu(x), gates), gates)
+        return self.gate_out(self.bn2(x), gates)
 
     def filter_gates(self) -> dict[str, FilterGate]:
         return {"mid": self.gate_mid, "out": self.gate_out}
@@ -240,8 +167,6 @@ class DilConv(SearchOp):
         C_out: int,
         kernel_size: int,
         stride: int,
-        filter_gates: bool = True,
-        weight_gates: bool = True,
     ):
         super().__init__()
         dilation = 2
@@ -249,15 +174,11 @@ class DilConv(SearchOp):
         self.dw = MaskedConv2d(C_in, C_in, kernel_size, stride, pad, dilation, groups=C_in)
         self.pw = MaskedConv2d(C_in, C_out, 1)
         self.bn = nn.BatchNorm2d(C_out)
-        self.gate_out = FilterGate(C_out, enabled=filter_gates)
-        for conv in self.masked_convs():
-            conv.enabled = weight_gates
+        self.gate_out = FilterGate(C_out)
 
-    def forward(
-        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
-    ) -> torch.Tensor:
-        x = self.pw(self.dw(F.relu(x), t_wt), t_wt)
-        return self.gate_out(self.bn(x), t_fil)
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
+        x = self.pw(self.dw(F.relu(x), gates), gates)
+        return self.gate_out(self.bn(x), gates)
 
     def filter_gates(self) -> dict[str, FilterGate]:
         return {"out": self.gate_out}
@@ -284,31 +205,25 @@ class Pool(SearchOp):
         else:
             raise ValueError(f"unknown pool kind {kind!r}; expected 'avg' or 'max'")
 
-    def forward(
-        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
         return self.pool(x)
 
 
 class Identity(SearchOp):
-    def forward(
-        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
         return x
 
 
 class SkipReduce(SearchOp):
     """``skip_connect`` on a stride-2 edge: FactorizedReduce with an unthresholded gate."""
 
-    def __init__(self, C_in: int, C_out: int, filter_gates: bool = True):
+    def __init__(self, C_in: int, C_out: int):
         super().__init__()
         self.reduce = FactorizedReduce(C_in, C_out)
-        self.gate_out = FilterGate(C_out, thresholded=False, enabled=filter_gates)
+        self.gate_out = FilterGate(C_out, thresholded=False)
 
-    def forward(
-        self, x: torch.Tensor, t_fil: torch.Tensor | None, t_wt: torch.Tensor | None
-    ) -> torch.Tensor:
-        return self.gate_out(self.reduce(x), None)
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
+        return self.gate_out(self.reduce(x), gates)
 
     def filter_gates(self) -> dict[str, FilterGate]:
         return {"out": self.gate_out}
@@ -324,27 +239,25 @@ class SkipReduce(SearchOp):
 class Preprocess(nn.Module):
     """A cell input's 1x1 ReLU-Conv-BN (or FactorizedReduce) followed by a thresholded gate."""
 
-    def __init__(self, C_in: int, C_out: int, reduce: bool, filter_gates: bool = True):
+    def __init__(self, C_in: int, C_out: int, reduce: bool):
         super().__init__()
         self.op: nn.Module = FactorizedReduce(C_in, C_out) if reduce else ReLUConvBN(C_in, C_out)
-        self.gate = FilterGate(C_out, enabled=filter_gates)
+        self.gate = FilterGate(C_out)
 
-    def forward(self, x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-        return self.gate(self.op(x), threshold)
+    def forward(self, x: torch.Tensor, gates: CellGates) -> torch.Tensor:
+        return self.gate(self.op(x), gates)
 
 
-def make_search_op(
-    name: str, C: int, stride: int, filter_gates: bool = True, weight_gates: bool = True
-) -> SearchOp:
+def make_search_op(name: str, C: int, stride: int) -> SearchOp:
     """Build candidate ``name`` on a C-channel edge; all widths equal C before any shrink."""
     if name == "skip_connect":
-        return Identity() if stride == 1 else SkipReduce(C, C, filter_gates)
+        return Identity() if stride == 1 else SkipReduce(C, C)
     if name.startswith("sep_conv_"):
         k = int(name[-1])
-        return SepConv(C, C, C, k, stride, filter_gates, weight_gates)
+        return SepConv(C, C, C, k, stride)
     if name.startswith("dil_conv_"):
         k = int(name[-1])
-        return DilConv(C, C, k, stride, filter_gates, weight_gates)
+        return DilConv(C, C, k, stride)
     if name in ("avg_pool_3x3", "max_pool_3x3"):
         return Pool(name[:3], stride)
     raise ValueError(f"unknown primitive {name!r}; known: {', '.join(PRIMITIVES)}")

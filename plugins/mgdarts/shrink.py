@@ -39,9 +39,9 @@ Committed-dead ops of a narrowed cell are rebuilt fresh at the new width (drawin
 their initial weights from the global RNG), so a later ``regrow`` brings them back at
 the current width. A cell whose planned width equals its current width keeps its
 modules and Parameters (except a separable conv whose middle can narrow) and only has
-its filter masks reset to ones. New modules start
-with their class's default discretizer and in the replaced module's train / eval
-mode: callers re-apply discretizers and rebuild optimisers afterwards.
+its filter masks reset to ones. New modules start in the replaced module's train /
+eval mode; the cells, which keep their discretizers, gate them from the next pass on.
+Callers rebuild optimisers afterwards.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def _shrink_preprocess(pre: Preprocess, cols: Index, rows: Index, ref: torch.Ten
         raise TypeError(f"cannot shrink a preprocess of type {type(op).__name__}")
     if rows is not None:
         old = pre.gate
-        gate = _placed(FilterGate(len(rows), old.thresholded, old.enabled), old, ref)
+        gate = _placed(FilterGate(len(rows), old.thresholded), old, ref)
         _copy_gate(gate, old, rows)
         pre.gate = gate
 
@@ -309,7 +309,7 @@ def _shrunk_op(op: SearchOp, slots: torch.Tensor, ref: torch.Tensor) -> SearchOp
     if isinstance(op, SepConv):
         mid = mid_channels(op, width)
         k, stride = op.dw1.kernel_size[0], op.dw1.stride[0]
-        new = SepConv(width, len(mid), width, k, stride, op.gate_out.enabled, op.dw1.enabled)
+        new = SepConv(width, len(mid), width, k, stride)
         new = _placed(new, op, ref)
         _copy_depthwise(new.dw1, op.dw1, slots)
         _copy_conv(new.pw1, op.pw1, mid, slots)
@@ -322,14 +322,14 @@ def _shrunk_op(op: SearchOp, slots: torch.Tensor, ref: torch.Tensor) -> SearchOp
         return new
     if isinstance(op, DilConv):
         k, stride = op.dw.kernel_size[0], op.dw.stride[0]
-        new = _placed(DilConv(width, width, k, stride, op.gate_out.enabled, op.dw.enabled), op, ref)
+        new = _placed(DilConv(width, width, k, stride), op, ref)
         _copy_depthwise(new.dw, op.dw, slots)
         _copy_conv(new.pw, op.pw, slots, slots)
         _copy_bn(new.bn, op.bn, slots)
         _copy_gate(new.gate_out, op.gate_out, slots)
         return new
     if isinstance(op, SkipReduce):
-        new = _placed(SkipReduce(width, width, op.gate_out.enabled), op, ref)
+        new = _placed(SkipReduce(width, width), op, ref)
         new.reduce = _shrunk_reduce(op.reduce, slots, slots, ref)
         _copy_gate(new.gate_out, op.gate_out, slots)
         return new
@@ -347,9 +347,7 @@ def _shrink_edges(cell: MGCell, slots: torch.Tensor, ref: torch.Tensor) -> None:
             if alive[edge][index]:
                 mixed.ops[index] = _shrunk_op(op, slots, ref)
             elif any(True for _ in op.parameters()):
-                fresh = make_search_op(
-                    name, width, mixed.stride, cell.gate_filters, cell.gate_weights
-                )
+                fresh = make_search_op(name, width, mixed.stride)
                 mixed.ops[index] = _placed(fresh, op, ref)
 
 

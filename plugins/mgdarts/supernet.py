@@ -25,7 +25,7 @@ Differences from the reference code, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,12 +33,12 @@ from torch import nn
 
 from mgas_bench.components import SearchSpace, Supernet, SupernetSpec, UnitGroup
 from plugins.mgdarts import shrink as shrinking
+from plugins.mgdarts.cell_gates import CellGates, gated_units
 from plugins.mgdarts.gates import threshold_gate
 from plugins.mgdarts.search_ops import (
     CONV_PRIMITIVES,
     PRIMITIVES,
     FilterGate,
-    MaskedConv2d,
     Preprocess,
     SearchOp,
     make_search_op,
@@ -89,20 +89,17 @@ def _check_granularity(granularity: str) -> None:
 class MixedOp(nn.Module):
     """The seven candidates of one edge; the cell supplies their weights and thresholds."""
 
-    def __init__(self, C: int, stride: int, filter_gates: bool, weight_gates: bool):
+    def __init__(self, C: int, stride: int):
         super().__init__()
         self.stride = stride
-        self.ops = nn.ModuleList(
-            make_search_op(name, C, stride, filter_gates, weight_gates) for name in PRIMITIVES
-        )
+        self.ops = nn.ModuleList(make_search_op(name, C, stride) for name in PRIMITIVES)
 
     def forward(
         self,
         x: torch.Tensor,
-        weights: torch.Tensor,
+        weights: Sequence[torch.Tensor],
         alive: list[bool],
-        t_fil: torch.Tensor,
-        t_wt: torch.Tensor,
+        gates: CellGates,
     ) -> torch.Tensor | None:
         """Sum of ``weights[o] * op_o(x)`` over committed-alive ops; None if there are none.
 
@@ -112,15 +109,12 @@ class MixedOp(nn.Module):
         out = None
         for index, (op, keep) in enumerate(zip(self.ops, alive, strict=True)):
             if keep:
-                term = weights[index] * op(x, t_fil[index], t_wt[index])
+                term = weights[index] * op(x, gates)
                 out = term if out is None else out + term
         return out
 
 
 class MGCell(nn.Module):
-    # The operation discretizer; MGSupernet.use_discretizers replaces it per instance.
-    discretize = staticmethod(threshold_gate)
-
     def __init__(
         self,
         nodes: int,
@@ -136,12 +130,17 @@ class MGCell(nn.Module):
         self.gate_ops = "operation" in granularities
         self.gate_filters = "filter" in granularities
         self.gate_weights = "weight" in granularities
-        self.preprocess0 = Preprocess(C_pp, C, reduction_prev, self.gate_filters)
-        self.preprocess1 = Preprocess(C_p, C, False, self.gate_filters)
+        # One discretization function per granularity, each called once per pass
+        # (MGSupernet.use_discretizers replaces them).
+        self.discretizers: dict[str, Callable[[UnitGroup], torch.Tensor]] = dict.fromkeys(
+            ("operation", "filter", "weight"), threshold_gate
+        )
+        self.preprocess0 = Preprocess(C_pp, C, reduction_prev)
+        self.preprocess1 = Preprocess(C_p, C, False)
         self.edge_inputs = edge_inputs(nodes)
         self.node_slices = node_edge_slices(nodes)
         self.edges = nn.ModuleList(
-            MixedOp(C, 2 if reduction and state < 2 else 1, self.gate_filters, self.gate_weights)
+            MixedOp(C, 2 if reduction and state < 2 else 1)
             for inputs in self.edge_inputs
             for state in inputs
         )
@@ -177,7 +176,7 @@ class MGCell(nn.Module):
                 PRIMITIVES,
                 {"threshold": self.t_op},
             )
-            gates = self.discretize(group) * committed
+            gates = self.discretizers["operation"](group) * committed
         else:
             gates = committed
         return self._keep_one_per_node(gates)
@@ -207,16 +206,17 @@ class MGCell(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        states = [self.preprocess0(s0, self.t_pre[0]), self.preprocess1(s1, self.t_pre[1])]
-        weights = torch.sigmoid(self.alpha) * self.op_gates()
         alive = (self.op_mask > 0).tolist()
+        gates = self.unit_gates(alive)
+        states = [self.preprocess0(s0, gates), self.preprocess1(s1, gates)]
+        # One unbind instead of one indexing op per candidate.
+        weights = (torch.sigmoid(self.alpha) * self.op_gates()).unbind(0)
+        rows = [w.unbind(0) for w in weights]
         edge = 0
         for inputs in self.edge_inputs:
             node_out = None
             for state in inputs:
-                out = self.edges[edge](
-                    states[state], weights[edge], alive[edge], self.t_fil[edge], self.t_wt[edge]
-                )
+                out = self.edges[edge](states[state], rows[edge], alive[edge], gates)
                 if out is not None:
                     node_out = out if node_out is None else node_out + out
                 edge += 1
@@ -229,6 +229,24 @@ class MGCell(nn.Module):
         if self.reduction:
             h, w = (h + 1) // 2, (w + 1) // 2
         return s1.new_zeros(n, c, h, w)
+
+    def unit_gates(self, alive: list[list[bool]]) -> CellGates:
+        """Filter and weight gates of the preprocess gates and the ``alive`` ops, in one go."""
+        n_ops = len(PRIMITIVES)
+        ops = [
+            (edge * n_ops + index, self.edges[edge].ops[index])
+            for edge, row in enumerate(alive)
+            for index, keep in enumerate(row)
+            if keep
+        ]
+        units = gated_units([self.preprocess0.gate, self.preprocess1.gate], ops, self.alpha.device)
+        return CellGates(
+            units,
+            torch.cat([self.t_pre, self.t_fil.flatten()]),
+            self.t_wt.flatten(),
+            self.discretizers["filter"] if self.gate_filters else None,
+            self.discretizers["weight"] if self.gate_weights else None,
+        )
 
     # ------------------------------------------------------------------- losses
 
@@ -291,15 +309,21 @@ class MGCell(nn.Module):
         before = int(self.op_mask.sum())
         self.op_mask.copy_(self.op_gates())
         pruned = {"operation": before - int(self.op_mask.sum()), "filter": 0, "weight": 0}
-        for gate, threshold in self.preprocess_gates():
-            pruned["filter"] += gate.commit(threshold)
         # Ops pruned just now keep their old filter / weight masks: they no longer run, and
         # a regrown op starts from all-ones masks anyway.
-        for edge, op in self.alive_ops():
-            filters, weights = self.op(edge, op).commit(self.t_fil[edge, op], self.t_wt[edge, op])
-            pruned["filter"] += filters
-            pruned["weight"] += weights
+        gates = self.unit_gates((self.op_mask > 0).tolist())
+        for gate, hard in gates.filter_hard().items():
+            pruned["filter"] += _committed(gate.filter_mask, hard)
+        for conv, hard in gates.weight_hard().items():
+            pruned["weight"] += _committed(conv.weight_mask, hard)
         return pruned
+
+
+def _committed(mask: torch.Tensor, gate: torch.Tensor) -> int:
+    """Write a hard gate into a committed mask; return how many units it newly pruned."""
+    before = int(mask.sum())
+    mask.copy_(gate)
+    return before - int(mask.sum())
 
 
 class MGSupernet(Supernet):
@@ -351,7 +375,6 @@ class MGSupernet(Supernet):
             self._cell_channels.append(C_p)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, spec.num_classes)
-        self._discretizers: dict[str, Callable[[UnitGroup], torch.Tensor]] = {}
 
     @classmethod
     def from_options(cls, spec: SupernetSpec, options: Mapping[str, Any]) -> MGSupernet:
@@ -448,8 +471,9 @@ class MGSupernet(Supernet):
     ) -> None:
         """Gate each granularity's units with the given discretization function from now on.
 
-        Granularities left out keep their current function; :meth:`shrink` hands the
-        functions on to the modules it builds.
+        Each cell calls a granularity's function once per pass, on all its units of that
+        granularity (:mod:`plugins.mgdarts.cell_gates`). Granularities left out keep
+        their current function.
         """
         unknown = set(discretizers) - set(GRANULARITIES)
         if unknown:
@@ -457,12 +481,8 @@ class MGSupernet(Supernet):
                 f"no native gates for granularit{'ies' if len(unknown) > 1 else 'y'} "
                 f"{sorted(unknown)}; the supernet gates {', '.join(GRANULARITIES)}"
             )
-        self._discretizers.update(discretizers)
-        owners = {"operation": MGCell, "filter": FilterGate, "weight": MaskedConv2d}
-        for granularity, function in self._discretizers.items():
-            for module in self.modules():
-                if isinstance(module, owners[granularity]):
-                    module.discretize = function
+        for cell in self.cells:
+            cell.discretizers.update(discretizers)
 
     @torch.no_grad()
     def reset_thresholds(
@@ -548,11 +568,9 @@ class MGSupernet(Supernet):
         See :func:`plugins.mgdarts.shrink.shrink`. Modules and Parameters of the shrunk
         cells (and the input side of the next two cells and the classifier) are
         replaced: rebuild optimisers and any head that reads a shrunk cell afterwards.
-        The new gates get the discretizers this supernet was given.
+        The cells stay, and so do their discretizers.
         """
-        report = shrinking.shrink(self, upto)
-        self.use_discretizers({})
-        return report
+        return shrinking.shrink(self, upto)
 
     # -------------------------------------------------------------- unit groups
 
