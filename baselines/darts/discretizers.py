@@ -26,7 +26,9 @@ class TopEdgesDiscretizer(Discretizer):
     def discretize(self, group: UnitGroup, options: Mapping[str, Any]) -> torch.Tensor:
         labels = group.labels or ()
         scores = group.scores.detach().masked_fill(group.mask == 0, float("-inf"))
-        excluded = torch.tensor([label in self.exclude for label in labels], dtype=torch.bool)
+        excluded = torch.tensor(
+            [label in self.exclude for label in labels], dtype=torch.bool, device=scores.device
+        )
         scores = scores.masked_fill(excluded, float("-inf"))
         best_score, best_op = scores.max(dim=1)
         keep = torch.zeros_like(scores, dtype=torch.bool)
