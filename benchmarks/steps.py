@@ -54,10 +54,16 @@ ROW_TITLES = {
 Step = Callable[[], None]
 
 
-def batch(spec: SupernetSpec, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+CPU = torch.device("cpu")
+
+
+def batch(
+    spec: SupernetSpec | NetworkSpec, size: int, seed: int, device: torch.device = CPU
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(size, spec.in_channels, spec.input_size, spec.input_size, generator=g)
-    return images, torch.randint(0, spec.num_classes, (size,), generator=g)
+    labels = torch.randint(0, spec.num_classes, (size,), generator=g)
+    return images.to(device), labels.to(device)
 
 
 def median_seconds(steps: list[Step], repeats: int) -> float:
@@ -87,24 +93,26 @@ def in_fresh_process(module: str, *args: str) -> dict[str, float]:
 # ------------------------------------------------------------------ search steps
 
 
-def search_steps(row: str, spec: SupernetSpec = SPEC, size: int = BATCH) -> list[Step]:
+def search_steps(
+    row: str, spec: SupernetSpec = SPEC, size: int = BATCH, device: torch.device = CPU
+) -> list[Step]:
     """The search step(s) of ``row``: one per stage for a multi-stage search, else one."""
     torch.manual_seed(0)
     if row in ("darts", "darts-2nd"):
-        return [_darts_step(row == "darts-2nd", spec, size)]
+        return [_darts_step(row == "darts-2nd", spec, size, device)]
     if row.startswith("mg-darts"):
-        return _mg_darts_steps(1 if row == "mg-darts-1-stage" else 3, spec, size)
+        return _mg_darts_steps(1 if row == "mg-darts-1-stage" else 3, spec, size, device)
     if row == "nni-darts":
-        return [_nni_darts_step(spec, size)]
+        return [_nni_darts_step(spec, size, device)]
     raise ValueError(f"unknown row {row!r}; rows: {', '.join(SEARCH_ROWS)}")
 
 
-def _darts_step(second_order: bool, spec: SupernetSpec, size: int) -> Step:
+def _darts_step(second_order: bool, spec: SupernetSpec, size: int, device: torch.device) -> Step:
     from baselines.darts.method import Architect, Darts, search_step
     from baselines.darts.search_space import DartsSupernet
 
     options = Darts("darts", second_order).default_options()
-    model = DartsSupernet(spec)
+    model = DartsSupernet(spec).to(device)
     architect = Architect(model, options, second_order)
     w_opt = torch.optim.SGD(
         model.weight_parameters(),
@@ -112,14 +120,14 @@ def _darts_step(second_order: bool, spec: SupernetSpec, size: int) -> Step:
         momentum=options["w_momentum"],
         weight_decay=options["w_weight_decay"],
     )
-    train, valid = batch(spec, size, 1), batch(spec, size, 2)
+    train, valid = batch(spec, size, 1, device), batch(spec, size, 2, device)
     model.train()
     return lambda: search_step(
         model, architect, w_opt, options["w_lr"], options["grad_clip"], train, valid
     )
 
 
-def _mg_darts_steps(stages: int, spec: SupernetSpec, size: int) -> list[Step]:
+def _mg_darts_steps(stages: int, spec: SupernetSpec, size: int, device: torch.device) -> list[Step]:
     from mgas_bench.registry import build_registry
     from plugins.mgdarts.method import MGDartsSearch
 
@@ -131,10 +139,11 @@ def _mg_darts_steps(stages: int, spec: SupernetSpec, size: int) -> list[Step]:
         budget=SearchBudget(epochs=4, batch_size=size, cells=spec.cells, channels=spec.channels),
         data=SearchData(
             DatasetInfo(spec.num_classes, (spec.in_channels, spec.input_size, spec.input_size)),
-            weights=None,  # type: ignore[arg-type] - the steps get their batches directly
-            arch=None,  # type: ignore[arg-type]
+            # No loaders: the steps get their batches directly.
+            weights=[],  # type: ignore[arg-type]
+            arch=[],  # type: ignore[arg-type]
         ),
-        device=torch.device("cpu"),
+        device=device,
         seed=0,
         run_dir=Path(tempfile.gettempdir()),
         log=logging.getLogger("benchmarks"),
@@ -143,7 +152,7 @@ def _mg_darts_steps(stages: int, spec: SupernetSpec, size: int) -> list[Step]:
         stage_ended=lambda *args, **kwargs: None,
     )
     search = MGDartsSearch(ctx)
-    images, labels = batch(spec, size, 1)
+    images, labels = batch(spec, size, 1, device)
     steps = []
     for plan in search.plan():
         if plan.stage == 0:
@@ -184,11 +193,12 @@ def nni_darts_supernet(spec: SupernetSpec) -> tuple[nn.Module, list[nn.Parameter
     return net, list(alphas.values()), weights
 
 
-def _nni_darts_step(spec: SupernetSpec, size: int) -> Step:
+def _nni_darts_step(spec: SupernetSpec, size: int, device: torch.device) -> Step:
     net, alphas, weights = nni_darts_supernet(spec)
+    net.to(device)
     arch_opt = torch.optim.Adam(alphas, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, weight_decay=3e-4)
-    (x, y), (xv, yv) = batch(spec, size, 1), batch(spec, size, 2)
+    (x, y), (xv, yv) = batch(spec, size, 1, device), batch(spec, size, 2, device)
     net.train()
 
     def step() -> None:
@@ -223,16 +233,27 @@ def eval_network(row: str, spec: NetworkSpec = EVAL_SPEC) -> nn.Module:
     return registry.get("architecture_format", arch.format).build_network(arch, spec)
 
 
-def eval_step(row: str, size: int = BATCH) -> Step:
-    """One training step of the evaluation network, as the suite's evaluator takes it."""
-    model = eval_network(row)
+def eval_step(
+    row: str,
+    size: int = BATCH,
+    device: torch.device = CPU,
+    network: nn.Module | None = None,
+    spec: NetworkSpec = EVAL_SPEC,
+) -> Step:
+    """One training step of the evaluation network, as the suite's evaluator takes it.
+
+    ``network`` (built for ``spec``) replaces the row's own network, for other sizes.
+    """
+    model = (eval_network(row) if network is None else network).to(device)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
-    images, labels = batch(SPEC, size, 3)
+    images, labels = batch(spec, size, 3, device)
 
     def step() -> None:
-        logits, _ = model(images)
+        logits, aux = model(images)
         loss = F.cross_entropy(logits, labels)
+        if aux is not None:
+            loss = loss + 0.4 * F.cross_entropy(aux, labels)  # the evaluator's default weight
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
