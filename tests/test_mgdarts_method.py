@@ -35,8 +35,9 @@ def digits(registry, tmp_path_factory):
 FAST = {"lam0": 1.0, "threshold_init": {"operation": 0.45, "filter": 0.45, "weight": 0.0}}
 
 
-def _search(digits, registry, tmp_path, seed=0, **options):
+def _search(digits, registry, tmp_path, seed=0, rounds=None, **options):
     options = {**FAST, **options}
+    rounds = [] if rounds is None else rounds
     method = MGDarts()
     stages: list[tuple[int, dict]] = []
     budget = SearchBudget(epochs=8, batch_size=64, cells=3, channels=4, max_steps_per_epoch=3)
@@ -51,7 +52,7 @@ def _search(digits, registry, tmp_path, seed=0, **options):
         run_dir=tmp_path,
         log=logging.getLogger("test-mgdarts"),
         components=registry,
-        epoch_ended=lambda epoch, metrics, phase="search": None,
+        epoch_ended=lambda epoch, metrics, phase="search": rounds.append(metrics),
         stage_ended=lambda stage, metrics: stages.append((stage, metrics)),
     )
     return method.search(ctx), stages
@@ -108,6 +109,14 @@ def test_multi_stage_search_prunes_regrows_shrinks_and_exports(full_run, digits)
     optimiser.step()
     for conv in (m for m in model.modules() if hasattr(m, "weight_mask")):
         assert bool((conv.weight[conv.weight_mask == 0] == 0).all())
+
+
+def test_the_search_reads_no_more_data_than_the_budget(digits, registry, tmp_path):
+    """8 epochs of 3 batches over 3 stages, the global phase and 2 regrowths: 10 rounds of 2."""
+    rounds: list[dict] = []
+    _search(digits, registry, tmp_path, rounds=rounds, stage_target=0.0, global_target=0.0)
+    assert len(rounds) == 10
+    assert [r["data_epochs"] for r in rounds] == pytest.approx([2 * k / 3 for k in range(1, 11)])
 
 
 def test_regrowth_revives_pruned_ops(full_run):

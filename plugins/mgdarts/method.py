@@ -2,7 +2,8 @@
 
 Follows ALGORITHM.md D (stages, warm-up, commit rounds, size-target stop, the global
 phase), C.3 (adaptive λ), E (regrowth) with these deliberate differences from the
-official code: every loop has an epoch cap; optimisers are rebuilt after every
+official code: the whole search reads at most the budget's epochs of data, split
+into equal rounds (:mod:`plugins.mgdarts.budget`); optimisers are rebuilt after every
 structural change (I.5); regrowth draws from a seeded generator (I.20); the search
 trains on both halves of the search split and never sees the test set (I.16); the
 global phase commits all gates at once each round, like the stages, instead of one op
@@ -16,7 +17,6 @@ components); granularities beyond the supernet's own three come from plugins thr
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ from mgas_bench.components import (
     UnitGates,
     UnitGroup,
 )
+from plugins.mgdarts.budget import plan_rounds, round_batches
 from plugins.mgdarts.genotype import FORMAT_TAG, PRIMITIVES
 from plugins.mgdarts.heads import StageHead
 from plugins.mgdarts.regrowth import choose_regrowth, regrowth_distribution
@@ -64,7 +65,7 @@ class MGDarts(Method):
             "retention": {"operation": 0.7, "filter": 0.8, "weight": 0.9},
             # The schedule defaults suit searches of a few epochs (the suite's CPU budgets);
             # REFERENCE_SCHEDULE holds the official code's values, for GPU-length searches.
-            "warmup_epochs": 1,
+            "warmup_epochs": 1,  # rounds of each phase that train weights only
             "stage_target": 0.7,  # a stage ends once its size proxy is below this share
             "regrow_ratio": 0.5,
             "lam0": 5e-3,
@@ -108,8 +109,14 @@ class MGDartsSearch:
         if not 1 <= stages <= self.model.num_cells:
             raise ValueError(f"stages must be between 1 and {self.model.num_cells}, got {stages}")
         self.stage_ends = self.model.stage_ends(stages)
-        phases = stages + int(bool(self.opts["global_phase"]))
-        self.epochs_per_phase = max(2, ctx.budget.epochs // phases)
+        self.batches_per_epoch = self._batches_per_epoch()
+        self.rounds = plan_rounds(
+            ctx.budget.epochs,
+            self.batches_per_epoch,
+            phases=stages + int(bool(self.opts["global_phase"])),
+            # Regrowth follows every stage from the second on (E).
+            regrowth_rounds=stages - 1 if self.opts["regrowth"] else 0,
+        )
 
     def _discretizer(self, granularity: str) -> Callable[[UnitGroup], torch.Tensor]:
         components = self.ctx.components
@@ -163,8 +170,8 @@ class MGDartsSearch:
             if self.progress.current is None:
                 self.progress.current = self.start_phase(plan)
             phase = self.progress.current
-            while not phase.finished(self.epochs_per_phase):
-                self._phase_epoch(phase)
+            while not phase.finished(self.rounds.rounds_per_phase):
+                self._phase_round(phase)
                 self._checkpoint()
             self._end_phase(phase)
             self.progress.phases_done += 1
@@ -264,21 +271,21 @@ class MGDartsSearch:
             start_size=start_size,
             start_ops=model.num_alive_ops(plan.end),
             target=plan.target_ratio * start_size,
-            warmup=min(int(opts["warmup_epochs"]), self.epochs_per_phase - 1),
+            warmup=min(int(opts["warmup_epochs"]), self.rounds.rounds_per_phase - 1),
         )
 
-    def _phase_epoch(self, phase: _PhaseState) -> None:
-        """One epoch of a phase: weights only during warm-up, then search and a commit round."""
+    def _phase_round(self, phase: _PhaseState) -> None:
+        """One round of a phase: weights only during warm-up, then search and a commit."""
         model, plan = self.model, phase.plan
         end, own_cells, head = plan.end, plan.own_cells, phase.head
-        if phase.epochs_done < phase.warmup:
-            self._epoch(end, own_cells, head, phase.optimisers, lam=0.0, weights_only=True)
-            phase.epochs_done += 1
+        if phase.rounds_done < phase.warmup:
+            self._round(end, own_cells, head, phase.optimisers, lam=0.0, weights_only=True)
+            phase.rounds_done += 1
             return
-        ce, r_op = self._epoch(
+        ce, r_op = self._round(
             end, own_cells, head, phase.optimisers, phase.lam.lam, weights_only=False
         )
-        phase.epochs_done += 1
+        phase.rounds_done += 1
         before = model.num_alive_ops(end)
         if self.opts["adaptive_pruning"]:
             model.commit(upto=end)
@@ -385,14 +392,14 @@ class MGDartsSearch:
             optimisers["thresholds"] = torch.optim.SGD(groups, momentum=0.9)
         return optimisers
 
-    def _batches(self):
+    def _batches_per_epoch(self) -> int:
         # One-level search: every batch of the search split trains everything.
         data = self.ctx.data
-        steps = self.ctx.budget.max_steps_per_epoch
-        batches = itertools.chain(data.weights, data.arch)
-        return itertools.islice(batches, steps) if steps else batches
+        batches = len(data.weights) + len(data.arch)
+        cap = self.ctx.budget.max_steps_per_epoch
+        return min(batches, cap) if cap else batches
 
-    def _epoch(
+    def _round(
         self, end: int, own_cells: range, head, optimisers, lam: float, weights_only: bool
     ) -> tuple[float, float]:
         model, device = self.model, self.ctx.device
@@ -401,7 +408,8 @@ class MGDartsSearch:
             head.train()
         ce_sum = r_op_sum = 0.0
         seen = correct = batches = 0
-        for images, labels in self._batches():
+        data = self.ctx.data
+        for images, labels in round_batches(data.weights, data.arch, self.rounds.batches_per_round):
             images, labels = images.to(device), labels.to(device)
             logits, ce, r_op = self.step(
                 images, labels, end, own_cells, head, optimisers, lam, weights_only
@@ -420,6 +428,8 @@ class MGDartsSearch:
                 "alive_ops": float(model.num_alive_ops(end)),
                 "size_proxy": model.size_proxy(end),
                 "lambda": lam,
+                # Rounds are reported as epochs; this says how much data they read.
+                "data_epochs": self.epoch * self.rounds.batches_per_round / self.batches_per_epoch,
             },
         )
         return ce_sum / max(batches, 1), r_op_sum / max(batches, 1)
@@ -459,10 +469,10 @@ class MGDartsSearch:
     # ----------------------------------------------------------------- regrowth
 
     def _regrow(self, end: int, head, pruned_ops: float) -> int:
-        """One epoch with masks frozen (fresh α momentum), then regrow pruned ops (E)."""
+        """One round with masks frozen (fresh α momentum), then regrow pruned ops (E)."""
         n = max(1, int(float(self.opts["regrow_ratio"]) * pruned_ops))
         optimisers = self._optimisers(end, head, adaptive=False)
-        self._epoch(end, range(end + 1), head, optimisers, lam=0.0, weights_only=False)
+        self._round(end, range(end + 1), head, optimisers, lam=0.0, weights_only=False)
         alphas = self.model.alpha_parameters(end)
         momentum = [
             optimisers["alpha"].state.get(a, {}).get("momentum_buffer", torch.zeros_like(a))
@@ -529,7 +539,7 @@ class _PhasePlan:
 
 @dataclass
 class _PhaseState:
-    """A phase under way: what its next epoch needs, and what a checkpoint saves."""
+    """A phase under way: what its next round needs, and what a checkpoint saves."""
 
     plan: _PhasePlan
     head: nn.Module | None
@@ -539,11 +549,11 @@ class _PhaseState:
     start_ops: int
     target: float
     warmup: int
-    epochs_done: int = 0
+    rounds_done: int = 0
     reached_target: bool = False
 
-    def finished(self, epochs: int) -> bool:
-        return self.reached_target or self.epochs_done >= epochs
+    def finished(self, rounds: int) -> bool:
+        return self.reached_target or self.rounds_done >= rounds
 
 
 @dataclass
