@@ -459,6 +459,8 @@ def test_each_cell_calls_a_granularitys_discretizer_once_per_pass():
         def discretize(group):
             calls[granularity] += 1
             assert group.meta["threshold"].shape == group.scores.shape
+            if granularity != "operation":  # one segment per gated module, covering every unit
+                assert sum(group.meta["segments"]) == group.scores.numel()
             return binary_step(group.scores - group.meta["threshold"])
 
         return discretize

@@ -45,6 +45,7 @@ class GatedUnits:
     """
 
     filter_gates: tuple[FilterGate, ...]
+    thresholded_gates: int
     thresholded_units: int
     filter_owner: torch.Tensor
     convs: tuple[MaskedConv2d, ...]
@@ -70,6 +71,7 @@ def gated_units(
         convs.extend((index, conv) for conv in op.masked_convs())
     return GatedUnits(
         filter_gates=tuple(gate for _, gate in thresholded) + tuple(unthresholded),
+        thresholded_gates=len(thresholded),
         thresholded_units=sum(gate.beta.numel() for _, gate in thresholded),
         filter_owner=_owner([(i, g.beta.numel()) for i, g in thresholded], device),
         convs=tuple(conv for _, conv in convs),
@@ -135,29 +137,20 @@ def _filter_gates(
     committed = torch.cat([gate.filter_mask for gate in gates])
     hard = committed
     n = units.thresholded_units
+    sizes = [gate.beta.numel() for gate in gates]
     if discretize is not None and n:
+        segments = sizes[: units.thresholded_gates]
         group = UnitGroup(
             "cell/filters",
             "filter",
             soft[:n],
             committed[:n],
             None,
-            {"threshold": thresholds[units.filter_owner], "segments": _segments(gates, n)},
+            {"threshold": thresholds[units.filter_owner], "segments": segments},
         )
         hard = torch.cat([discretize(group) * committed[:n], committed[n:]])
-    sizes = [gate.beta.numel() for gate in gates]
     scales = dict(zip(gates, (soft * hard).split(sizes), strict=True))
     return scales, dict(zip(gates, hard.split(sizes), strict=True))
-
-
-def _segments(gates: Sequence[FilterGate], units: int) -> list[int]:
-    sizes, total = [], 0
-    for gate in gates:
-        if total == units:
-            break
-        sizes.append(gate.beta.numel())
-        total += sizes[-1]
-    return sizes
 
 
 def _weight_gates(
