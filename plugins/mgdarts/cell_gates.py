@@ -46,7 +46,6 @@ class GatedUnits:
 
     filter_gates: tuple[FilterGate, ...]
     thresholded_gates: int
-    thresholded_units: int
     filter_owner: torch.Tensor
     convs: tuple[MaskedConv2d, ...]
     weight_owner: torch.Tensor
@@ -72,7 +71,6 @@ def gated_units(
     return GatedUnits(
         filter_gates=tuple(gate for _, gate in thresholded) + tuple(unthresholded),
         thresholded_gates=len(thresholded),
-        thresholded_units=sum(gate.beta.numel() for _, gate in thresholded),
         filter_owner=_owner([(i, g.beta.numel()) for i, g in thresholded], device),
         convs=tuple(conv for _, conv in convs),
         weight_owner=_owner([(i, c.weight.numel()) for i, c in convs], device),
@@ -95,7 +93,8 @@ def _cached_owner(sizes: tuple[tuple[int, int], ...], device: torch.device) -> t
 class CellGates:
     """Filter scales ``sigmoid(beta) * m_f`` and gated weights ``W * m_w`` of one cell pass.
 
-    ``hard`` values (``m_f``, ``m_w``) are kept too, for commits.
+    The hard gates (``m_f``, ``m_w``) are kept flat and split per module only when a
+    commit asks for them, so a training pass does not pay for it.
     """
 
     def __init__(
@@ -106,13 +105,13 @@ class CellGates:
         discretize_filters: Discretize | None,
         discretize_weights: Discretize | None,
     ):
-        self.units = units
         self._scales, self._filter_hard = _filter_gates(
             units, filter_thresholds, discretize_filters
         )
         self._weights, self._weight_hard = _weight_gates(
             units, weight_thresholds, discretize_weights
         )
+        self._filter_gates, self._convs = units.filter_gates, units.convs
 
     def scale(self, gate: FilterGate) -> torch.Tensor:
         return self._scales[gate]
@@ -121,25 +120,28 @@ class CellGates:
         return self._weights[conv]
 
     def filter_hard(self) -> dict[FilterGate, torch.Tensor]:
-        return self._filter_hard
+        sizes = [gate.beta.numel() for gate in self._filter_gates]
+        return dict(zip(self._filter_gates, self._filter_hard.split(sizes), strict=True))
 
     def weight_hard(self) -> dict[MaskedConv2d, torch.Tensor]:
-        return self._weight_hard
+        pieces = self._weight_hard.split([conv.weight.numel() for conv in self._convs])
+        return {conv: m.view_as(conv.weight) for conv, m in zip(self._convs, pieces, strict=True)}
 
 
 def _filter_gates(
     units: GatedUnits, thresholds: torch.Tensor, discretize: Discretize | None
-) -> tuple[dict[FilterGate, torch.Tensor], dict[FilterGate, torch.Tensor]]:
+) -> tuple[dict[FilterGate, torch.Tensor], torch.Tensor]:
+    """Per-gate scales, and the flat hard gates of all the cell's filters."""
     gates = units.filter_gates
     if not gates:
-        return {}, {}
+        return {}, thresholds.new_zeros(0)
     soft = torch.sigmoid(torch.cat([gate.beta for gate in gates]))
     committed = torch.cat([gate.filter_mask for gate in gates])
     hard = committed
-    n = units.thresholded_units
     sizes = [gate.beta.numel() for gate in gates]
+    segments = sizes[: units.thresholded_gates]
+    n = sum(segments)
     if discretize is not None and n:
-        segments = sizes[: units.thresholded_gates]
         group = UnitGroup(
             "cell/filters",
             "filter",
@@ -149,16 +151,16 @@ def _filter_gates(
             {"threshold": thresholds[units.filter_owner], "segments": segments},
         )
         hard = torch.cat([discretize(group) * committed[:n], committed[n:]])
-    scales = dict(zip(gates, (soft * hard).split(sizes), strict=True))
-    return scales, dict(zip(gates, hard.split(sizes), strict=True))
+    return dict(zip(gates, (soft * hard).split(sizes), strict=True)), hard
 
 
 def _weight_gates(
     units: GatedUnits, thresholds: torch.Tensor, discretize: Discretize | None
-) -> tuple[dict[MaskedConv2d, torch.Tensor], dict[MaskedConv2d, torch.Tensor]]:
+) -> tuple[dict[MaskedConv2d, torch.Tensor], torch.Tensor]:
+    """Per-conv gated weights, and the flat hard gates of all the cell's weights."""
     convs = units.convs
     if not convs:
-        return {}, {}
+        return {}, thresholds.new_zeros(0)
     weights = torch.cat([conv.weight.reshape(-1) for conv in convs])
     committed = torch.cat([getattr(conv, WEIGHT_MASK).reshape(-1) for conv in convs])
     hard = committed
@@ -177,5 +179,4 @@ def _weight_gates(
         conv: w.view_as(conv.weight)
         for conv, w in zip(convs, (weights * hard).split(sizes), strict=True)
     }
-    masks = {conv: m.view_as(conv.weight) for conv, m in zip(convs, hard.split(sizes), strict=True)}
-    return gated, masks
+    return gated, hard
