@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from benchmarks.steps import SEARCH_ROWS, Step, eval_step, search_steps
 from mgas_bench.components import NetworkSpec, SupernetSpec
@@ -91,19 +92,16 @@ def _eval_builder(
     row: str, mg_arch: Path | None, tiny: bool, device: torch.device
 ) -> tuple[Callable[[], list[Step]], int] | None:
     layers, channels, size = (3, 8, 8) if tiny else (20, 36, 96)
+    make: Callable[[], nn.Module]
     if row == "eval-darts-v2":
         from baselines.darts.eval_network import NetworkCIFAR
         from baselines.darts.genotype import DARTS_V2
 
         spec = NetworkSpec(3, 10, 32, channels, layers, auxiliary=True)
 
-        def build() -> list[Step]:
-            net = NetworkCIFAR(channels, 10, layers, True, DARTS_V2, in_channels=3)
-            net.drop_path_prob = 0.2
-            return [eval_step(row, size, device, net, spec)]
-
-        return build, size
-    if row == "eval-mg-darts-small":
+        def make() -> nn.Module:
+            return NetworkCIFAR(channels, 10, layers, True, DARTS_V2, in_channels=3)
+    elif row == "eval-mg-darts-small":
         if mg_arch is None:
             return None
         from plugins.mgdarts.arch_format import MGDartsGenotypeFormat, import_official
@@ -113,13 +111,17 @@ def _eval_builder(
         )
         spec = NetworkSpec(3, 10, 32, 24, layers=8, auxiliary=True)
 
-        def build_mg() -> list[Step]:
-            net = MGDartsGenotypeFormat().build_network(arch, spec)
-            net.drop_path_prob = 0.2
-            return [eval_step(row, size, device, net, spec)]
+        def make() -> nn.Module:
+            return MGDartsGenotypeFormat().build_network(arch, spec)
+    else:
+        raise ValueError(f"unknown row {row!r}")
 
-        return build_mg, size
-    raise ValueError(f"unknown row {row!r}")
+    def build() -> list[Step]:
+        net = make()
+        net.drop_path_prob = 0.2
+        return [eval_step(row, size, device, net, spec)]
+
+    return build, size
 
 
 def main(argv: list[str] | None = None) -> None:
