@@ -24,8 +24,9 @@ from torch.func import functional_call
 from baselines.darts.discretizers import TopEdgesDiscretizer, darts_top2
 from baselines.darts.genotype import Genotype, validate_genotype_json
 from baselines.darts.method import Architect, Darts, genotype_from_groups
-from baselines.darts.ops import PRIMITIVES
-from baselines.darts.search_space import DartsSupernet
+from baselines.darts.ops import PRIMITIVES, SepConv
+from baselines.darts.search_kernels import depthwise_conv, pointwise_conv
+from baselines.darts.search_space import DartsSupernet, edge_inputs
 from mgas_bench.components import (
     Architecture,
     ComponentLookup,
@@ -173,14 +174,113 @@ def test_other_granularities_have_no_groups(granularity):
 # --------------------------------------------------------------------- masking
 
 
+def _output_module(op: nn.Module) -> nn.Module:
+    """The module that computes a candidate's output (a cell shares what comes before it)."""
+    if isinstance(op, SepConv):
+        return op[1][-1]
+    if isinstance(op, nn.Sequential):  # a DilConv's or a pool's batch norm
+        return op[-1]
+    return op
+
+
 def _record_candidate_calls(model: DartsSupernet) -> list[tuple[int, int, int]]:
     """Hook every candidate op; the list fills with (cell, edge, op) per execution."""
     calls: list[tuple[int, int, int]] = []
     for c, cell in enumerate(model.cells):
         for e, mixed in enumerate(cell.edges):
             for o, op in enumerate(mixed.candidates):
-                op.register_forward_hook(lambda *_, key=(c, e, o): calls.append(key))
+                _output_module(op).register_forward_hook(
+                    lambda *_, key=(c, e, o): calls.append(key)
+                )
     return calls
+
+
+def _reference_forward(model: DartsSupernet, images: torch.Tensor) -> torch.Tensor:
+    """DARTS's own forward: every candidate module called on its edge's input, nothing shared."""
+    s0 = s1 = model.stem(images)
+    for cell in model.cells:
+        cell_type = "reduce" if cell.reduction else "normal"
+        weights = F.softmax(model.alphas(cell_type), dim=-1)
+        states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+        offset = 0
+        for inputs in edge_inputs(cell.nodes):
+            states.append(
+                sum(
+                    weights[offset + i, o] * op(states[state])
+                    for i, state in enumerate(inputs)
+                    for o, op in enumerate(cell.edges[offset + i].candidates)
+                    if o != OP["none"]
+                )
+            )
+            offset += len(inputs)
+        s0, s1 = s1, torch.cat(states[-cell.nodes :], dim=1)
+    return model.classifier(model.global_pooling(s1).flatten(1))
+
+
+@pytest.mark.parametrize("pool_bn", [True, False])
+def test_shared_relus_pools_and_kernels_compute_what_darts_computes(pool_bn):
+    model = make_supernet()
+    model.__init__(model.spec, affine=not pool_bn, pool_bn=pool_bn)
+    spread_alphas(model)
+    reference_model = copy.deepcopy(model)
+    images, labels = make_batch(6)
+    F.cross_entropy(model(images), labels).backward()
+    logits = _reference_forward(reference_model, images)
+    F.cross_entropy(logits, labels).backward()
+    assert torch.allclose(model(images), _reference_forward(reference_model, images), atol=1e-5)
+    for (name, p), q in zip(model.named_parameters(), reference_model.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+    for b, c in zip(model.buffers(), reference_model.buffers(), strict=True):
+        assert torch.allclose(b.float(), c.float(), atol=1e-6)  # batch-norm running statistics
+
+
+def test_a_cell_pools_each_state_once_per_stride():
+    model = make_supernet()
+    pool_calls = []
+    for module in model.modules():
+        if isinstance(module, nn.MaxPool2d):
+            module.register_forward_hook(lambda m, *_: pool_calls.append(m.stride))
+    model(make_batch(4)[0])
+    # States 0..4 feed edges (the last node feeds none). A reduce cell reads states 0 and 1
+    # with stride 2 and the rest with stride 1: still one pool per state.
+    assert len(pool_calls) == 5 * len(model.cells)
+    assert pool_calls.count(2) == 2 * sum(cell.reduction for cell in model.cells)
+
+
+@pytest.mark.parametrize(
+    ("channels", "kernel", "stride", "dilation"),
+    [(4, 3, 1, 2), (4, 5, 2, 2), (8, 3, 1, 1), (64, 3, 1, 2)],
+)
+def test_depthwise_conv_is_the_modules_convolution(channels, kernel, stride, dilation):
+    torch.manual_seed(0)
+    padding = dilation * (kernel - 1) // 2
+    conv = nn.Conv2d(channels, channels, kernel, stride, padding, dilation, channels, bias=False)
+    x = torch.randn(3, channels, 8, 8, requires_grad=True)
+    fast = depthwise_conv(conv, x)
+    (fast_x, fast_w) = torch.autograd.grad(fast.square().sum(), (x, conv.weight))
+    slow = conv(x)
+    (slow_x, slow_w) = torch.autograd.grad(slow.square().sum(), (x, conv.weight))
+    assert fast.shape == slow.shape
+    assert torch.allclose(fast, slow, atol=1e-5)
+    assert torch.allclose(fast_x, slow_x, atol=1e-4) and torch.allclose(fast_w, slow_w, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "contiguous"), [(4, 4, True), (12, 8, True), (4, 4, False), (32, 32, True)]
+)
+def test_pointwise_conv_is_the_modules_convolution(c_in, c_out, contiguous):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+    x = torch.randn(3, c_in, 4, 4)
+    if not contiguous:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    fast = pointwise_conv(conv, x)
+    (fast_x, fast_w) = torch.autograd.grad(fast.square().sum(), (x, conv.weight))
+    slow = conv(x)
+    (slow_x, slow_w) = torch.autograd.grad(slow.square().sum(), (x, conv.weight))
+    assert torch.allclose(fast, slow, atol=1e-5)
+    assert torch.allclose(fast_x, slow_x, atol=1e-4) and torch.allclose(fast_w, slow_w, atol=1e-4)
 
 
 def test_pruned_ops_are_not_executed_and_change_the_output():

@@ -4,6 +4,10 @@ Follows DARTS's ``model_search.py``: 8 candidates per edge weighted by a softmax
 architecture parameters, search-time batch norms without affine parameters, pools
 followed by batch norm, reductions at 1/3 and 2/3 of the depth.
 
+A cell computes each state's ReLU and pools once for all the edges that read it, and runs
+some convolutions through faster kernels on CPU (``search_kernels``); the modules, and so
+the parameters and checkpoints, are DARTS's.
+
 Two options reproduce other implementations' supernets on the same space: NNI's hub
 space uses affine batch norms everywhere and no batch norm after pools
 (``search_affine = true``, ``pool_bn = false``), which changes what the search picks.
@@ -18,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.darts.ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
+from baselines.darts.ops import OPS, PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv
+from baselines.darts.search_kernels import SharedInput, depthwise_conv, pointwise_conv
 from mgas_bench.components import SearchSpace, Supernet, SupernetSpec, UnitGroup
 
 CELL_TYPES = ("normal", "reduce")
@@ -32,6 +37,7 @@ def edge_inputs(nodes: int) -> list[list[int]]:
 class MixedOp(nn.Module):
     def __init__(self, C: int, stride: int, affine: bool = False, pool_bn: bool = True):
         super().__init__()
+        self.pool_bn = pool_bn
         self.candidates = nn.ModuleList()
         for name in PRIMITIVES:
             op = OPS[name](C, stride, affine)
@@ -42,14 +48,55 @@ class MixedOp(nn.Module):
         # is never executed; the result is identical and the step is cheaper.
         self._none = PRIMITIVES.index("none")
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, alive: list[bool]) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        weights: torch.Tensor,
+        alive: list[bool],
+        shared: SharedInput | None = None,
+    ) -> torch.Tensor:
+        """The weighted sum of the alive candidates on ``x``.
+
+        ``shared`` (a cell passes one per state) holds the ReLU and pools of ``x`` that the
+        other edges reading the same state have already computed.
+        """
+        shared = shared if shared is not None else SharedInput(x)
         out = 0
-        for index, (op, w, keep) in enumerate(zip(self.candidates, weights, alive, strict=True)):
+        for index, (w, keep) in enumerate(zip(weights, alive, strict=True)):
             if keep and index != self._none:
-                out = out + w * op(x)
+                out = out + w * self._candidate(index, shared)
         if isinstance(out, int):  # every other candidate pruned: the edge is `none`
             return weights[self._none] * self.candidates[self._none](x)
         return out
+
+    def _candidate(self, index: int, shared: SharedInput) -> torch.Tensor:
+        op = self.candidates[index]
+        if isinstance(op, SepConv):
+            first, second = op
+            return _after_activation(
+                second, second[0](_after_activation(first, shared.apply(first[0])))
+            )
+        if isinstance(op, DilConv):
+            return _after_activation(op, shared.apply(op[0]))
+        if "pool" in PRIMITIVES[index]:
+            if self.pool_bn:
+                pool, bn = op
+                return bn(shared.apply(pool))
+            return shared.apply(op)
+        return op(shared.x)
+
+
+def _after_activation(op: DilConv, x: torch.Tensor) -> torch.Tensor:
+    """``op`` on an input its leading ReLU has already been applied to."""
+    _, dw, pw, bn = op
+    return bn(pointwise_conv(pw, depthwise_conv(dw, x)))
+
+
+def _preprocess(module: ReLUConvBN | FactorizedReduce, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, ReLUConvBN):
+        activation, conv, bn = module
+        return bn(pointwise_conv(conv, activation(x)))
+    return module(x)
 
 
 class SearchCell(nn.Module):
@@ -81,18 +128,22 @@ class SearchCell(nn.Module):
     def forward(
         self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        states = [
+            SharedInput(_preprocess(self.preprocess0, s0)),
+            SharedInput(_preprocess(self.preprocess1, s1)),
+        ]
         alive = mask.bool().tolist()
         offset = 0
         for inputs in edge_inputs(self.nodes):
-            states.append(
-                sum(
-                    self.edges[offset + i](states[state], weights[offset + i], alive[offset + i])
-                    for i, state in enumerate(inputs)
+            node = sum(
+                self.edges[offset + i](
+                    states[state].x, weights[offset + i], alive[offset + i], states[state]
                 )
+                for i, state in enumerate(inputs)
             )
+            states.append(SharedInput(node))
             offset += len(inputs)
-        return torch.cat(states[-self.nodes :], dim=1)
+        return torch.cat([state.x for state in states[-self.nodes :]], dim=1)
 
 
 class DartsSupernet(Supernet):
