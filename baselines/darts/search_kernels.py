@@ -95,7 +95,11 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if not as_matmul:
         return conv(x)
     batch, _, height, width = x.shape
+    # bmm on an expanded (not copied) weight: torch.matmul would fold the batch into the
+    # rows, copying x transposed and keeping that copy for the backward pass (measured:
+    # +15 MB peak on the digits supernet step over oneDNN's convolution, against +4 MB for bmm).
     weight = conv.weight.view(conv.out_channels, conv.in_channels)
-    return torch.matmul(weight, x.view(batch, conv.in_channels, height * width)).view(
-        batch, conv.out_channels, height, width
+    product = torch.bmm(
+        weight.expand(batch, -1, -1), x.view(batch, conv.in_channels, height * width)
     )
+    return product.view(batch, conv.out_channels, height, width)
