@@ -40,7 +40,10 @@ def epoch_ended(run: RunInfo, phase: str, epoch: int, metrics: dict[str, float])
     bar = _bars.get(run.run_id)
     if bar is not None:
         bar.set_postfix_str(f"{phase} {epoch}")
-        bar.update(1)
+        # A method that reports rounds, not epochs, says how much data they have read; the
+        # bar's search share is the budget's epochs, so it counts that instead.
+        read = metrics.get("data_epochs") if phase == "search" else None
+        bar.update(1 if read is None else read - bar.n)
 
 
 @hookimpl
