@@ -18,14 +18,14 @@ this table.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks.steps import median_seconds
 
 # (batch, channels, map size): the digits supernet's cells (batch 96, 4 channels at 8x8,
 # doubling at each reduction) and the scaling benchmark's (batch 16, 8 to 32 channels).
@@ -38,14 +38,7 @@ def _median_us(fn: Callable[[], torch.Tensor], repeats: int) -> float:
         out = fn()
         out.backward(torch.ones_like(out))
 
-    step()
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e6 * statistics.median(times)
+    return 1e6 * median_seconds([step], repeats)
 
 
 def _grouped(x: torch.Tensor, w: torch.Tensor, dilation: int) -> torch.Tensor:

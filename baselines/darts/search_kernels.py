@@ -1,4 +1,4 @@
-"""Faster ways for the search supernet to compute the same candidates, on CPU.
+"""Faster ways for the search supernet to compute the same candidates, mostly on CPU.
 
 At the sizes the suite searches at (digits: 4 to 16 channels, 8x8 down to 2x2), three things
 made the suite's DARTS search step slower than it needs to be:
@@ -7,15 +7,16 @@ made the suite's DARTS search step slower than it needs to be:
   edge's input, and a state feeds up to four edges, each with its own max and average pool
   of it. These depend only on the state (and a pool on its stride), so a cell computes each
   once per state with :class:`SharedInput` instead of once per edge and candidate.
-- **oneDNN's dilated depthwise convolution.** Its backward pass is 1.2x to 3x slower on this
-  CPU than a dense convolution with a block-diagonal weight that computes the same thing, up
-  to 32 channels, although the dense one does ``channels`` times the multiply-adds
+- **oneDNN's dilated depthwise convolution.** Forward and backward, it is 1.15x to 2.9x slower
+  on this CPU than a dense convolution with a block-diagonal weight that computes the same
+  thing, up to 32 channels, although the dense one does ``channels`` times the multiply-adds
   (:func:`depthwise_conv`).
-- **oneDNN's 1x1 convolution on small maps.** A batched matrix product computes it in about
-  half the time, forward and backward, up to 16 channels (:func:`pointwise_conv`).
+- **oneDNN's 1x1 convolution on small maps.** A batched matrix product computes it 2.4x to
+  3.5x faster, forward and backward, up to 16 channels (:func:`pointwise_conv`).
 
-Elsewhere, and on every GPU, the modules are called as they are. The README's Performance
-section has the measurements. All three give the same values up to the order of
+Shared transforms apply on every device; the two convolution kernels on CPU only, at those
+sizes: elsewhere, and on every GPU, the modules are called as they are. The README's
+Performance section has the measurements. All three give the same values up to the order of
 floating-point additions (shared transforms add their consumers' gradients before passing
 them back, the dense convolution adds exact zeros, the matrix product sums in its own
 order), so they change DARTS's search results in the last bits, not what it computes.
