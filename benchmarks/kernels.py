@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from benchmarks.steps import median_seconds
 
 # (batch, channels, map size): the digits supernet's cells (batch 96, 4 channels at 8x8,
-# doubling at each reduction) and the scaling benchmark's (batch 16, 8 to 32 channels).
+# doubling at each reduction) and larger ones like the scaling benchmark's (batch 16).
 SHAPES = [(96, 4, 8), (96, 8, 4), (96, 16, 2), (16, 16, 8), (16, 32, 16), (16, 64, 8)]
 DEPTHWISE = [(3, 1), (5, 1), (3, 2), (5, 2)]
 

@@ -86,9 +86,9 @@ def run_started(run: RunInfo) -> None:
 def epoch_ended(run: RunInfo, phase: str, epoch: int, metrics: dict[str, float]) -> None:
     """An epoch of ``phase`` (``"search"`` or ``"eval"``) ended; ``epoch`` counts from 1.
 
-    A method whose search reports in other units than epochs of its data (MG-DARTS reports
-    rounds) adds ``metrics["data_epochs"]``: how many epochs of the search data it has read
-    so far. Progress displays count that against the budget's epochs.
+    A method whose search reports in other units than epochs of its data (rounds that read
+    part of an epoch, say) adds ``metrics["data_epochs"]``: how many epochs of the search
+    data it has read so far. Progress displays count that against the budget's epochs.
     """
 
 
