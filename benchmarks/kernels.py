@@ -4,7 +4,7 @@
 
 Times one forward and backward (gradients for input and weight) of each convolution the
 supernet runs, at the channel counts and map sizes it searches at, two ways each: the module
-as torch runs it, and the kernel ``search_kernels`` picks instead:
+as torch runs it, and ``search_kernels``'s alternative, whatever the size:
 
 - a depthwise convolution (3x3 and 5x5, dilation 1 and 2) against the same convolution as a
   dense one with a block-diagonal weight;
@@ -23,8 +23,9 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
+from baselines.darts.search_kernels import bmm_pointwise_conv, dense_depthwise_conv
 from benchmarks.steps import median_seconds
 
 # (batch, channels, map size): the digits supernet's cells (batch 96, 4 channels at 8x8,
@@ -41,40 +42,25 @@ def _median_us(fn: Callable[[], torch.Tensor], repeats: int) -> float:
     return 1e6 * median_seconds([step], repeats)
 
 
-def _grouped(x: torch.Tensor, w: torch.Tensor, dilation: int) -> torch.Tensor:
-    padding = dilation * (w.shape[-1] - 1) // 2
-    return F.conv2d(x, w, padding=padding, dilation=dilation, groups=x.shape[1])
-
-
-def _dense(x: torch.Tensor, w: torch.Tensor, dilation: int) -> torch.Tensor:
-    channels = x.shape[1]
-    eye = torch.eye(channels).view(channels, channels, 1, 1)
-    padding = dilation * (w.shape[-1] - 1) // 2
-    return F.conv2d(x, w * eye, padding=padding, dilation=dilation)
-
-
-def _bmm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    batch, channels, height, width = x.shape
-    weight = w.view(channels, channels).expand(batch, -1, -1)
-    return torch.bmm(weight, x.view(batch, channels, height * width)).view(x.shape)
-
-
 def rows(repeats: int) -> list[str]:
     lines = []
     for batch, channels, size in SHAPES:
         x = torch.randn(batch, channels, size, size, requires_grad=True)
         shape = f"{batch}x{channels}x{size}x{size}"
         for kernel, dilation in DEPTHWISE:
-            w = torch.randn(channels, 1, kernel, kernel, requires_grad=True)
-            module = _median_us(partial(_grouped, x, w, dilation), repeats)
-            dense = _median_us(partial(_dense, x, w, dilation), repeats)
+            padding = dilation * (kernel - 1) // 2
+            conv = nn.Conv2d(
+                channels, channels, kernel, 1, padding, dilation, groups=channels, bias=False
+            )
+            module = _median_us(partial(conv, x), repeats)
+            dense = _median_us(partial(dense_depthwise_conv, conv, x), repeats)
             lines.append(
                 f"| {shape} | depthwise {kernel}x{kernel}, dilation {dilation} | {module:,.0f} "
                 f"| dense: {dense:,.0f} | {module / dense:.2f}x |"
             )
-        w = torch.randn(channels, channels, 1, 1, requires_grad=True)
-        module = _median_us(partial(F.conv2d, x, w), repeats)
-        bmm = _median_us(partial(_bmm, x, w), repeats)
+        conv = nn.Conv2d(channels, channels, 1, bias=False)
+        module = _median_us(partial(conv, x), repeats)
+        bmm = _median_us(partial(bmm_pointwise_conv, conv, x), repeats)
         lines.append(f"| {shape} | 1x1 | {module:,.0f} | bmm: {bmm:,.0f} | {module / bmm:.2f}x |")
     return lines
 

@@ -47,10 +47,10 @@ ARCH_OPTIONS = {"arch_lr": 3e-4, "arch_weight_decay": 1e-3}
 CPU = torch.device("cpu")
 
 
-def make_supernet(cells: int = 3, seed: int = 0) -> DartsSupernet:
+def make_supernet(cells: int = 3, seed: int = 0, **options: bool) -> DartsSupernet:
     torch.manual_seed(seed)
     spec = SupernetSpec(in_channels=1, num_classes=10, input_size=8, cells=cells, channels=4)
-    return DartsSupernet(spec)
+    return DartsSupernet(spec, **options)
 
 
 def make_batch(
@@ -219,8 +219,7 @@ def _reference_forward(model: DartsSupernet, images: torch.Tensor) -> torch.Tens
 
 @pytest.mark.parametrize("pool_bn", [True, False])
 def test_shared_relus_pools_and_kernels_compute_what_darts_computes(pool_bn):
-    model = make_supernet()
-    model.__init__(model.spec, affine=not pool_bn, pool_bn=pool_bn)
+    model = make_supernet(affine=not pool_bn, pool_bn=pool_bn)
     spread_alphas(model)
     reference_model = copy.deepcopy(model)
     images, labels = make_batch(6)

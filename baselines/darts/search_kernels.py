@@ -7,12 +7,12 @@ made the suite's DARTS search step slower than it needs to be:
   edge's input, and a state feeds up to four edges, each with its own max and average pool
   of it. These depend only on the state (and a pool on its stride), so a cell computes each
   once per state with :class:`SharedInput` instead of once per edge and candidate.
-- **oneDNN's dilated depthwise convolution.** Forward and backward, it is 1.15x to 2.9x slower
+- **oneDNN's dilated depthwise convolution.** Forward and backward, it is 1.2x to 2.8x slower
   on this CPU than a dense convolution with a block-diagonal weight that computes the same
   thing, up to 32 channels, although the dense one does ``channels`` times the multiply-adds
   (:func:`depthwise_conv`).
-- **oneDNN's 1x1 convolution on small maps.** A batched matrix product computes it 2.4x to
-  3.5x faster, forward and backward, up to 16 channels (:func:`pointwise_conv`).
+- **oneDNN's 1x1 convolution on small maps.** A batched matrix product computes it 2.6x to
+  3.7x faster, forward and backward, up to 16 channels (:func:`pointwise_conv`).
 
 Shared transforms apply on every device; the two convolution kernels on CPU only, at those
 sizes: elsewhere, and on every GPU, the modules are called as they are. The README's
@@ -69,8 +69,12 @@ def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         and conv.groups == channels == conv.out_channels
         and channels <= DENSE_DILATED_MAX_CHANNELS
     )
-    if not dense:
-        return conv(x)
+    return dense_depthwise_conv(conv, x) if dense else conv(x)
+
+
+def dense_depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a depthwise ``conv``, always as a dense convolution."""
+    channels = conv.in_channels
     # weight[o, 0] placed at [o, o]: output channel o still reads only input channel o, and
     # the weight's gradient is the diagonal of the dense one.
     weight = conv.weight * _block_diagonal(channels, x.device, x.dtype)
@@ -93,8 +97,11 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         and conv.bias is None
         and max(conv.in_channels, conv.out_channels) <= POINTWISE_MATMUL_MAX_CHANNELS
     )
-    if not as_matmul:
-        return conv(x)
+    return bmm_pointwise_conv(conv, x) if as_matmul else conv(x)
+
+
+def bmm_pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a stride-1, unpadded, bias-free 1x1 ``conv`` on a contiguous ``x``."""
     batch, _, height, width = x.shape
     # bmm on an expanded (not copied) weight: torch.matmul would fold the batch into the
     # rows, copying x transposed and keeping that copy for the backward pass (measured:
